@@ -1,0 +1,169 @@
+"""Access labels, the access map, and the one filter every read path uses.
+
+A document's labels are the groups allowed to read it. Labels come from the
+document itself (front matter ``access:``), else from the first matching rule of
+an access map, else the document is not indexed. Deny by default: no group is a
+wildcard, and a principal with no groups, or with groups no document carries,
+sees nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import AccessViolation, ConfigError
+from .records import Principal
+
+_GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
+LABEL_SEP = ","
+
+
+class LabelError(ValueError):
+    """Access labels are malformed (raised with a reason fit for a build report)."""
+
+
+def validate_labels(value: object) -> tuple[str, ...]:
+    """Return the canonical (sorted, unique) labels, or raise :class:`LabelError`.
+
+    Accepts a non-empty list of group names. Anything else (a bare string, an empty
+    list, non-strings, blank or oddly shaped names) is malformed.
+    """
+    if isinstance(value, str):
+        raise LabelError("access must be a list of group names, got a string")
+    if not isinstance(value, (list, tuple)):
+        raise LabelError(f"access must be a list of group names, got {_kind(value)}")
+    if not value:
+        raise LabelError("access is an empty list: nobody could read this document")
+    labels: set[str] = set()
+    for item in value:
+        if not isinstance(item, str):
+            raise LabelError(f"access entries must be group names (strings), got {_kind(item)}")
+        if not _GROUP_RE.match(item):
+            raise LabelError(f"invalid group name {item!r} in access")
+        labels.add(item)
+    return tuple(sorted(labels))
+
+
+def label_key(labels: Iterable[str]) -> str:
+    """The canonical key of a label set (how the store indexes it)."""
+    return LABEL_SEP.join(sorted(set(labels)))
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRule:
+    pattern: str
+    groups: tuple[str, ...]
+
+    def matches(self, source: str) -> bool:
+        return _glob_regex(self.pattern).fullmatch(source) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessMap:
+    """An ordered list of ``{pattern, groups}`` rules; the first match wins."""
+
+    rules: tuple[AccessRule, ...] = ()
+    path: str | None = None
+
+    def labels_for(self, source: str) -> tuple[str, ...] | None:
+        """Labels of the first rule whose glob matches ``source``, or None."""
+        for rule in self.rules:
+            if rule.matches(source):
+                return rule.groups
+        return None
+
+    @classmethod
+    def load(cls, path: Path | str) -> AccessMap:
+        """Load a YAML or JSON access map; any defect is a :class:`ConfigError`."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read access map: {exc}", path=path) from exc
+        try:
+            data: Any = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"access map is not valid YAML/JSON: {exc}", path=path) from exc
+        if isinstance(data, dict) and "rules" in data:
+            data = data["rules"]
+        if not isinstance(data, list):
+            raise ConfigError("access map must be a list of {pattern, groups} rules", path=path)
+        rules = []
+        for n, entry in enumerate(data, start=1):
+            if not isinstance(entry, dict) or set(entry) != {"pattern", "groups"}:
+                raise ConfigError(f"rule {n}: expected exactly the keys pattern and groups", path=path)
+            if not isinstance(entry["pattern"], str) or not entry["pattern"]:
+                raise ConfigError(f"rule {n}: pattern must be a non-empty string", path=path)
+            try:
+                groups = validate_labels(entry["groups"])
+            except LabelError as exc:
+                raise ConfigError(f"rule {n}: {exc}", path=path) from exc
+            rules.append(AccessRule(entry["pattern"], groups))
+        return cls(tuple(rules), str(path))
+
+
+@lru_cache(maxsize=512)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a path glob: ``**`` spans folders, ``*`` and ``?`` stay within one."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out))
+
+
+def visible_label_keys(principal: Principal, label_keys: Iterable[str]) -> list[str]:
+    """The label-set keys of an index that ``principal`` may read, sorted."""
+    if not principal.groups:
+        return []
+    return sorted(k for k in label_keys if principal.groups.intersection(k.split(LABEL_SEP)))
+
+
+def where_filter(principal: Principal, label_keys: Iterable[str]) -> dict[str, Any] | None:
+    """THE store filter for ``principal``: every read path builds its query with this.
+
+    Each chunk carries ``acl_key``, the canonical key of its label set; the index
+    knows all its label sets, so "any of my groups" becomes one ``$in`` over the
+    keys this principal may read. Returns None when nothing is visible: the caller
+    must then not query at all (deny by default; an empty ``$in`` is an error in Chroma).
+    """
+    keys = visible_label_keys(principal, label_keys)
+    if not keys:
+        return None
+    return {"acl_key": {"$in": keys}}
+
+
+def is_entitled(principal: Principal, labels: Sequence[str]) -> bool:
+    """True when the principal holds at least one of the labels."""
+    return bool(principal.groups.intersection(labels))
+
+
+def check_entitled(principal: Principal, *, chunk_id: str, labels: Sequence[str]) -> None:
+    """Re-check a record against the principal; raise :class:`AccessViolation` on mismatch."""
+    if not is_entitled(principal, labels):
+        raise AccessViolation(chunk_id=chunk_id, user_id=principal.user_id)

@@ -1,0 +1,169 @@
+"""``runbook-rag``: a thin shell over the library.
+
+Each command parses options, calls one library function, and renders the result as
+human text or, with ``--json``, one JSON object. Library errors become one line on
+stderr and a non-zero exit code; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_STRICT = 3
+
+
+def _index_option(fn: F) -> F:
+    return click.option(
+        "--index",
+        "index_path",
+        type=click.Path(path_type=Path),
+        default=None,
+        help="Index folder (default: $RUNBOOK_RAG_INDEX or indexes/default).",
+    )(fn)
+
+
+def _principal_options(fn: F) -> F:
+    fn = click.option("--group", "groups", multiple=True, help="A group of the caller (repeatable).")(fn)
+    return click.option("--user", required=True, help="The caller's user id.")(fn)
+
+
+def _json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Search runbooks and get cited answers, showing each caller only what they may read."""
+    ctx.obj = {"debug": debug}
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_index_option
+@click.option(
+    "--access-map",
+    type=click.Path(path_type=Path),
+    help="YAML/JSON rules giving labels by path glob.",
+)
+@click.option("--strict", is_flag=True, help="Exit non-zero when any document was skipped.")
+@click.option("--allow-empty", is_flag=True, help="Publish even when nothing is indexable.")
+@_json_option
+def build(
+    sources: Sequence[Path],
+    index_path: Path | None,
+    access_map: Path | None,
+    strict: bool,
+    allow_empty: bool,
+    as_json: bool,
+) -> None:
+    """Index the runbooks under SOURCES and publish the new index."""
+    from .index import RunbookIndex
+
+    report = RunbookIndex.build(sources, path=index_path, access_map=access_map, allow_empty=allow_empty)
+    if as_json:
+        _emit(report.to_dict())
+    else:
+        click.echo(
+            f"indexed {report.documents} documents, {report.chunks} chunks "
+            f"({report.embedded} embedded) in {report.seconds:.1f} s"
+        )
+        if report.skipped:
+            click.echo(f"skipped {len(report.skipped)}:")
+            for s in report.skipped:
+                where = f"{s.source}:{s.line}" if s.line else s.source
+                click.echo(f"  {where}: {s.reason}")
+    if strict and report.skipped:
+        sys.exit(EXIT_STRICT)
+
+
+@cli.command()
+@click.argument("query")
+@_principal_options
+@_index_option
+@click.option("-k", "k", type=click.IntRange(1, 50), default=None, help="Number of hits (default 5).")
+@_json_option
+def search(
+    query: str,
+    user: str,
+    groups: Sequence[str],
+    index_path: Path | None,
+    k: int | None,
+    as_json: bool,
+) -> None:
+    """Search the runbooks the caller may read."""
+    from .index import RunbookIndex
+    from .records import Principal
+
+    hits = RunbookIndex(index_path).search(query, principal=Principal(user, frozenset(groups)), k=k)
+    if as_json:
+        _emit({"hits": [h.to_dict() for h in hits]})
+        return
+    if not hits:
+        click.echo("no results")
+    for n, hit in enumerate(hits, start=1):
+        click.echo(
+            f"{n}. [{hit.score:.2f}] {hit.source}:{hit.start_line}-{hit.end_line}  {hit.heading or hit.title}"
+        )
+        for line in hit.text.strip().split("\n")[:3]:
+            click.echo(f"     {line}")
+
+
+@cli.command()
+@click.argument("question")
+@_principal_options
+@_index_option
+@_json_option
+def ask(question: str, user: str, groups: Sequence[str], index_path: Path | None, as_json: bool) -> None:
+    """Answer a question from the runbooks the caller may read, with citations."""
+    from .index import RunbookIndex
+    from .records import Principal
+
+    answer = RunbookIndex(index_path).answer(question, principal=Principal(user, frozenset(groups)))
+    if as_json:
+        _emit(answer.to_dict())
+        return
+    click.echo(answer.text)
+    if answer.citations:
+        click.echo("\nSources:")
+        for c in answer.citations:
+            click.echo(f"  [{c.n}] {c.source}:{c.start_line}-{c.end_line}  {c.heading or c.title}")
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``runbook-rag`` console script."""
+    from .errors import RunbookRagError
+
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="runbook-rag",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except RunbookRagError as exc:
+        if debug:
+            raise
+        click.echo(f"runbook-rag: error: {exc}", err=True)
+        sys.exit(exc.exit_code)

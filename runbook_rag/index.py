@@ -1,0 +1,124 @@
+"""``RunbookIndex``: the library's front door for building, searching and answering."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .access import AccessMap
+from .answer import extractive_answer
+from .embedding import Embedder, SentenceTransformerEmbedder, resolve_model
+from .errors import ModelMismatchError
+from .indexing import Manifest, build_index, load_manifest, read_pointer
+from .records import Answer, BuildReport, Hit, Principal
+from .retrieval import dense_search
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .store import ChromaStore
+
+
+class RunbookIndex:
+    """A published runbook index, searched on behalf of a :class:`Principal`.
+
+    Opening is cheap; the embedding model loads on the first query. A long-lived
+    instance (a bot) follows newly published generations: the pointer file is
+    checked before every query.
+    """
+
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.path = Path(path) if path is not None else self.settings.index
+        self._embedder = embedder
+        self._lock = threading.Lock()
+        self._generation: str | None = None
+        self._store: ChromaStore | None = None
+        self._manifest: Manifest | None = None
+        self._open()
+
+    @classmethod
+    def build(
+        cls,
+        sources: Sequence[Path | str],
+        *,
+        path: Path | str | None = None,
+        access_map: AccessMap | Path | str | None = None,
+        settings: Settings | None = None,
+        embedder: Embedder | None = None,
+        allow_empty: bool = False,
+    ) -> BuildReport:
+        """Index the runbooks under ``sources`` and publish the result at ``path``."""
+        settings = settings or Settings()
+        if access_map is not None and not isinstance(access_map, AccessMap):
+            access_map = AccessMap.load(access_map)
+        return build_index(
+            sources,
+            index_path=Path(path) if path is not None else settings.index,
+            embedder=embedder or SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size),
+            access_map=access_map,
+            allow_empty=allow_empty,
+        )
+
+    @property
+    def manifest(self) -> Manifest:
+        self._refresh()
+        assert self._manifest is not None
+        return self._manifest
+
+    def search(self, query: str, *, principal: Principal, k: int | None = None) -> list[Hit]:
+        """The best chunks for ``query`` among those ``principal`` may read, best first."""
+        self._refresh()
+        assert self._store is not None and self._manifest is not None
+        return dense_search(
+            self._store,
+            self._get_embedder(),
+            label_keys=self._manifest.label_sets,
+            principal=principal,
+            query=query,
+            k=k or self.settings.k,
+        )
+
+    def answer(self, question: str, *, principal: Principal, k: int | None = None) -> Answer:
+        """An extractive, cited answer from what ``principal`` may read, or an abstention."""
+        hits = self.search(question, principal=principal, k=k)
+        return extractive_answer(question, hits, abstain_below=self.settings.abstain_below)
+
+    def _open(self) -> None:
+        from .store import ChromaStore
+
+        gen_dir, manifest = load_manifest(self.path)
+        model_id = self._embedder.model_id if self._embedder else resolve_model(self.settings.model)[1]
+        if manifest.model_id != model_id or (
+            self._embedder and self._embedder.dimension != manifest.dimension
+        ):
+            raise ModelMismatchError(
+                f"index was built with model {manifest.model_id!r} ({manifest.dimension}-d) "
+                f"but {model_id!r} is configured; rebuild the index or set the model it was built with",
+                path=self.path,
+            )
+        self._store = ChromaStore(gen_dir)
+        self._manifest = manifest
+        self._generation = manifest.generation
+
+    def _refresh(self) -> None:
+        if read_pointer(self.path) != self._generation:
+            with self._lock:
+                if read_pointer(self.path) != self._generation:
+                    self._open()
+
+    def _get_embedder(self) -> Embedder:
+        if self._embedder is None:
+            with self._lock:
+                if self._embedder is None:
+                    self._embedder = SentenceTransformerEmbedder(
+                        self.settings.model, batch_size=self.settings.batch_size
+                    )
+        return self._embedder

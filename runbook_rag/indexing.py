@@ -1,0 +1,223 @@
+"""Building an index: sources -> chunks -> embeddings -> a new published generation.
+
+An index folder holds generations (``gen-*``), each a complete Chroma store plus a
+``manifest.json``, and a ``CURRENT`` pointer naming the one being served. A build
+writes a new generation and then publishes it by atomically replacing the pointer
+(write a temp file, fsync, ``os.replace``), so a failed or killed build never
+touches what readers see. Only one build runs per index at a time (a file lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from .access import AccessMap, label_key
+from .chunking import chunk_document
+from .embedding import Embedder
+from .errors import ConfigError, IndexNotFoundError, IndexStateError, SourceError
+from .records import BuildReport, Chunk, Skipped
+from .sources import load_documents
+
+SCHEMA_VERSION = 1
+POINTER = "CURRENT"
+LOCK = ".build.lock"
+
+
+class Manifest(BaseModel):
+    """What a generation holds and how it was built (``manifest.json``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int
+    generation: str
+    built_at: str
+    model_id: str
+    dimension: int
+    max_tokens: int
+    package_version: str
+    documents: int
+    chunks: int
+    label_sets: list[str]
+    skipped: list[dict[str, object]]
+
+
+def build_index(
+    source_dirs: Sequence[Path | str],
+    *,
+    index_path: Path | str,
+    embedder: Embedder,
+    access_map: AccessMap | None = None,
+    allow_empty: bool = False,
+) -> BuildReport:
+    """Index every runbook under ``source_dirs`` into a new generation and publish it."""
+    started = time.perf_counter()
+    index_path = Path(index_path)
+    for source_dir in map(Path, source_dirs):
+        if not source_dir.is_dir():
+            raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
+    index_path.mkdir(parents=True, exist_ok=True)
+    with _build_lock(index_path):
+        documents, skipped = load_documents(source_dirs, access_map=access_map)
+        chunks: list[Chunk] = []
+        kept = 0
+        for doc in documents:
+            try:
+                doc_chunks = chunk_document(
+                    doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens
+                )
+            except SourceError as exc:
+                skipped.append(Skipped(doc.source, exc.reason, exc.line))
+                continue
+            if doc_chunks:
+                kept += 1
+                chunks.extend(doc_chunks)
+            else:
+                skipped.append(Skipped(doc.source, "no indexable text"))
+        if not chunks and not allow_empty:
+            raise ConfigError(
+                "nothing to index: no document yielded chunks; refusing to publish an empty index "
+                "(pass allow_empty / --allow-empty to do it anyway)",
+                path=", ".join(map(str, source_dirs)),
+            )
+        embedded = _write_generation(index_path, chunks, embedder, kept, skipped)
+        generation = read_pointer(index_path)
+        assert generation is not None
+        _remove_stale_generations(index_path)
+    return BuildReport(
+        documents=kept,
+        chunks=len(chunks),
+        embedded=embedded,
+        skipped=tuple(sorted(skipped, key=lambda s: s.source)),
+        seconds=time.perf_counter() - started,
+        generation=generation,
+    )
+
+
+def _write_generation(
+    index_path: Path,
+    chunks: list[Chunk],
+    embedder: Embedder,
+    documents: int,
+    skipped: list[Skipped],
+) -> int:
+    from .store import ChromaStore
+
+    name = "gen-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)
+    gen_dir = index_path / name
+    try:
+        vectors = embedder.embed([c.embed_text for c in chunks])
+        store = ChromaStore(gen_dir, create=True)
+        store.add(chunks, vectors)
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            generation=name,
+            built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            model_id=embedder.model_id,
+            dimension=embedder.dimension,
+            max_tokens=embedder.max_tokens,
+            package_version=_package_version(),
+            documents=documents,
+            chunks=len(chunks),
+            label_sets=sorted({label_key(c.labels) for c in chunks}),
+            skipped=[s.to_dict() for s in sorted(skipped, key=lambda s: s.source)],
+        )
+        _atomic_write(gen_dir / "manifest.json", manifest.model_dump_json(indent=2))
+        _atomic_write(index_path / POINTER, name + "\n")
+    except BaseException:
+        shutil.rmtree(gen_dir, ignore_errors=True)
+        raise
+    return len(chunks)
+
+
+def read_pointer(index_path: Path) -> str | None:
+    """The name of the published generation, or None when nothing is published."""
+    try:
+        name = (index_path / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def load_manifest(index_path: Path) -> tuple[Path, Manifest]:
+    """The published generation's folder and manifest."""
+    name = read_pointer(index_path)
+    if name is None:
+        raise IndexNotFoundError(
+            "no index has been built here (run: runbook-rag build SOURCE_DIR)", path=index_path
+        )
+    gen_dir = index_path / name
+    try:
+        manifest = Manifest.model_validate_json((gen_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexStateError(
+            f"published generation {name} has no readable manifest: {exc}", path=index_path
+        ) from exc
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise IndexStateError(
+            f"index schema {manifest.schema_version} is not supported "
+            f"(expected {SCHEMA_VERSION}); rebuild it",
+            path=index_path,
+        )
+    return gen_dir, manifest
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _remove_stale_generations(index_path: Path) -> None:
+    """Keep the published generation and the one before it (for rollback)."""
+    current = read_pointer(index_path)
+    generations = sorted(p for p in index_path.glob("gen-*") if p.is_dir())
+    keep = {current}
+    older = [
+        p.name for p in generations if p.name != current and (index_path / p.name / "manifest.json").exists()
+    ]
+    if older:
+        keep.add(older[-1])
+    for path in generations:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+    for tmp in index_path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _build_lock(index_path: Path) -> Iterator[None]:
+    with open(index_path / LOCK, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexStateError("another build holds the lock on this index", path=index_path) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _package_version() -> str:
+    try:
+        return version("runbook-rag")
+    except PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,174 @@
+"""Immutable records passed between pipeline stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: a user id and the groups they belong to.
+
+    Groups are plain strings; none is a wildcard. A principal with no groups sees nothing.
+    """
+
+    user_id: str
+    groups: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        raw: object = self.groups
+        if isinstance(raw, str) or not isinstance(raw, (set, frozenset, list, tuple)):
+            raise TypeError("Principal.groups must be a collection of group names")
+        clean: set[str] = set()
+        for group in raw:
+            if not isinstance(group, str):
+                raise TypeError(f"group names must be strings, got {type(group).__name__}")
+            if group.strip():
+                clean.add(group.strip())
+        object.__setattr__(self, "groups", frozenset(clean))
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """A parsed source document with its access labels (the groups allowed to read it)."""
+
+    doc_id: str
+    source: str
+    title: str
+    text: str
+    labels: tuple[str, ...]
+    metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A heading-scoped slice of a document, sized to the embedding model's window."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    heading_path: tuple[str, ...]
+    start_line: int
+    end_line: int
+    text: str
+    labels: tuple[str, ...]
+
+    @property
+    def heading(self) -> str:
+        return " > ".join(self.heading_path)
+
+    @property
+    def embed_text(self) -> str:
+        """What the model sees: title, heading path, then the body."""
+        path = self.heading_path
+        if path and path[0] == self.title:
+            path = path[1:]
+        head = "\n".join((self.title, " > ".join(path))) if path else self.title
+        return f"{head}\n\n{self.text}"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A chunk returned to a principal who passed the access check."""
+
+    chunk_id: str
+    source: str
+    title: str
+    heading_path: tuple[str, ...]
+    start_line: int
+    end_line: int
+    score: float
+    text: str
+    labels: tuple[str, ...] = field(repr=False)
+
+    @property
+    def heading(self) -> str:
+        return " > ".join(self.heading_path)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "chunk_id": self.chunk_id,
+            "source": self.source,
+            "title": self.title,
+            "heading": self.heading,
+            "lines": [self.start_line, self.end_line],
+            "score": round(self.score, 4),
+            "text": self.text,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A numbered reference from an answer to the passage it came from."""
+
+    n: int
+    chunk_id: str
+    source: str
+    title: str
+    heading: str
+    start_line: int
+    end_line: int
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "n": self.n,
+            "chunk_id": self.chunk_id,
+            "source": self.source,
+            "title": self.title,
+            "heading": self.heading,
+            "lines": [self.start_line, self.end_line],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An answer with numbered citations, or an abstention."""
+
+    text: str
+    abstained: bool
+    citations: tuple[Citation, ...] = ()
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "answer": self.text,
+            "abstained": self.abstained,
+            "citations": [c.to_dict() for c in self.citations],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A source that was not indexed, and why."""
+
+    source: str
+    reason: str
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"source": self.source, "reason": self.reason}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    """What a build did."""
+
+    documents: int
+    chunks: int
+    embedded: int
+    skipped: tuple[Skipped, ...]
+    seconds: float
+    generation: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "documents": self.documents,
+            "chunks": self.chunks,
+            "embedded": self.embedded,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "seconds": round(self.seconds, 3),
+            "generation": self.generation,
+        }

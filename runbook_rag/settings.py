@@ -1,0 +1,29 @@
+"""One settings object: explicit arguments win over ``RUNBOOK_RAG_*`` environment variables,
+which win over the defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration of runbook-rag; every field can be set as ``RUNBOOK_RAG_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNBOOK_RAG_", extra="ignore", frozen=True)
+
+    index: Path = Field(Path("indexes/default"), description="Index folder.")
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Embedding model: the bundled all-MiniLM-L6-v2, or a local sentence-transformers folder.",
+    )
+    batch_size: int = Field(64, ge=1, le=1024, description="Embedding batch size.")
+    k: int = Field(5, ge=1, le=50, description="Default number of search hits.")
+    abstain_below: float = Field(
+        0.39,
+        ge=0.0,
+        le=1.0,
+        description="Answers abstain when the best passage scores below this cosine similarity.",
+    )

@@ -1,0 +1,72 @@
+"""Source discovery: find runbook files under source folders and parse them into documents.
+
+One module per source kind; this module walks the folders, reads bytes safely, and
+turns every failure into a :class:`~runbook_rag.records.Skipped` entry naming the
+file (and line) so the rest of the build goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..access import AccessMap
+from ..errors import ConfigError, SourceError
+from ..records import Document, Skipped
+from . import markdown
+
+MAX_BYTES = 10 * 1024 * 1024
+
+
+def discover(source_dir: Path) -> Iterator[tuple[Path, str]]:
+    """Yield ``(path, source)`` for every runbook file, ``source`` relative with forward slashes."""
+    for root, dirs, files in os.walk(source_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not name.lower().endswith(markdown.SUFFIXES):
+                continue
+            path = Path(root) / name
+            yield path, path.relative_to(source_dir).as_posix()
+
+
+def load_documents(
+    source_dirs: Sequence[Path | str], *, access_map: AccessMap | None = None
+) -> tuple[list[Document], list[Skipped]]:
+    """Parse every runbook under ``source_dirs``; return documents and skipped sources."""
+    access_map = access_map or AccessMap()
+    documents: list[Document] = []
+    skipped: list[Skipped] = []
+    seen: set[str] = set()
+    for source_dir in map(Path, source_dirs):
+        if not source_dir.is_dir():
+            raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
+        for path, source in discover(source_dir):
+            if source in seen:
+                skipped.append(Skipped(source, f"duplicate source path (also under another folder): {path}"))
+                continue
+            seen.add(source)
+            try:
+                text = read_text(path, source=source)
+                documents.append(markdown.parse_markdown(text, source=source, access_map=access_map))
+            except SourceError as exc:
+                skipped.append(Skipped(exc.source, exc.reason, exc.line))
+    return documents, skipped
+
+
+def read_text(path: Path, *, source: str) -> str:
+    """Read a file as UTF-8 text, refusing binary, oversized and undecodable files."""
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise SourceError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", source=source)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+    if b"\x00" in data[:8192]:
+        raise SourceError("binary file (contains NUL bytes)", source=source)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SourceError(f"not valid UTF-8 (byte {exc.start})", source=source, line=line) from None
+    return text.replace("\r\n", "\n").replace("\r", "\n")

@@ -1,0 +1,131 @@
+"""Markdown runbooks with YAML front matter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import yaml
+from markdown_it import MarkdownIt
+from mdit_py_plugins.front_matter import front_matter_plugin
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from ..access import AccessMap, LabelError, validate_labels
+from ..errors import AccessLabelError, FrontMatterError
+from ..records import Document
+
+SUFFIXES = (".md", ".markdown")
+
+
+def markdown_parser() -> MarkdownIt:
+    """The one markdown-it configuration used for parsing and chunking."""
+    return MarkdownIt("commonmark").enable("table").use(front_matter_plugin)
+
+
+class FrontMatter(BaseModel):
+    """The front matter keys a runbook may carry; any other key rejects the document."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str | None = None
+    access: Any = None
+    owner: str | None = None
+    service: str | None = None
+    tags: list[str] | None = None
+    updated: dt.date | None = None
+    description: str | None = None
+
+    @field_validator("title", "owner", "service", "description", mode="before")
+    @classmethod
+    def _scalar_text(cls, value: object) -> object:
+        # YAML turns `service: 2024` into an int; a number is still a fine name.
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def parse_markdown(text: str, *, source: str, access_map: AccessMap) -> Document:
+    """Parse one Markdown file into a :class:`Document` with validated access labels."""
+    tokens = markdown_parser().parse(text)
+    meta: dict[str, Any] = {}
+    fm_tokens = [t for t in tokens if t.type == "front_matter"]
+    if fm_tokens:
+        meta = _load_front_matter(fm_tokens[0].content, source=source)
+    elif text.startswith("---\n") or text.startswith("---\r\n"):
+        raise FrontMatterError(
+            "front matter opened with '---' on line 1 is never closed", source=source, line=1
+        )
+
+    try:
+        fm = FrontMatter.model_validate(meta)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else ""
+        line = _key_line(text, key)
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(FrontMatter.model_fields)
+            raise FrontMatterError(
+                f"unknown front-matter key {key!r} (allowed: {allowed})", source=source, line=line
+            ) from None
+        raise FrontMatterError(f"front-matter key {key!r}: {err['msg']}", source=source, line=line) from None
+
+    if "access" in meta:
+        try:
+            labels = validate_labels(fm.access)
+        except LabelError as exc:
+            raise AccessLabelError(str(exc), source=source, line=_key_line(text, "access")) from None
+    else:
+        mapped = access_map.labels_for(source)
+        if mapped is None:
+            where = "no rule of the access map matches it" if access_map.rules else "no access map given"
+            raise AccessLabelError(
+                f"no access labels: front matter has no 'access' and {where}", source=source
+            )
+        labels = mapped
+
+    title = fm.title or _first_heading(tokens) or source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    metadata = {k: str(v) for k, v in (("owner", fm.owner), ("service", fm.service)) if v}
+    if fm.updated:
+        metadata["updated"] = fm.updated.isoformat()
+    if fm.tags:
+        metadata["tags"] = ",".join(fm.tags)
+    return Document(
+        doc_id=source,
+        source=source,
+        title=title.strip(),
+        text=text,
+        labels=labels,
+        metadata=metadata,
+    )
+
+
+def _load_front_matter(content: str, *, source: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(content) if content.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        # +2: the mark is 0-based within the block, which starts after the opening '---' line.
+        line = mark.line + 2 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise FrontMatterError(
+            f"front matter is not valid YAML: {problem}", source=source, line=line
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise FrontMatterError("front matter must be a mapping of keys to values", source=source, line=2)
+    return {str(k): v for k, v in data.items()}
+
+
+def _key_line(text: str, key: str) -> int | None:
+    if not key:
+        return None
+    pattern = re.compile(rf"^{re.escape(key)}\s*:", re.MULTILINE)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _first_heading(tokens: list[Any]) -> str | None:
+    for i, tok in enumerate(tokens):
+        if tok.type == "heading_open" and tok.tag == "h1" and tok.level == 0:
+            return str(tokens[i + 1].content) or None
+    return None

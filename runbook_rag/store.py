@@ -1,0 +1,120 @@
+"""The vector store: the only module that imports chromadb.
+
+One Chroma collection per index generation, with embeddings always supplied by
+us (Chroma's default embedding function would try to download a model). The HNSW
+graph uses cosine space and a search ``ef`` high enough that filtered results
+match exact search at the sizes we measured.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+from .access import label_key
+from .errors import IndexStateError
+from .records import Chunk
+
+COLLECTION = "runbooks"
+HNSW: dict[str, Any] = {
+    "space": "cosine",
+    "ef_construction": 200,
+    "ef_search": 128,
+    "max_neighbors": 32,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMatch:
+    """A raw store result, before any access check."""
+
+    chunk_id: str
+    distance: float
+    text: str
+    metadata: dict[str, Any]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        acl = self.metadata.get("acl")
+        return tuple(acl) if isinstance(acl, list) else ()
+
+    @property
+    def heading_path(self) -> tuple[str, ...]:
+        return tuple(json.loads(self.metadata.get("heading_path", "[]")))
+
+
+class ChromaStore:
+    """Chunks, their embeddings and metadata in one Chroma collection."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        self.path = path
+        try:
+            self._client = chromadb.PersistentClient(
+                path=str(path),
+                settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
+            )
+            if create:
+                self._collection = self._client.create_collection(
+                    COLLECTION, configuration=cast(Any, {"hnsw": HNSW}), embedding_function=None
+                )
+            else:
+                self._collection = self._client.get_collection(COLLECTION, embedding_function=None)
+        except (ValueError, chromadb.errors.ChromaError) as exc:
+            raise IndexStateError(f"cannot open the vector store: {exc}", path=path) from exc
+
+    def add(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
+        step = max(1, min(5000, int(self._client.get_max_batch_size())))
+        for i in range(0, len(chunks), step):
+            batch = chunks[i : i + step]
+            self._collection.add(
+                ids=[c.chunk_id for c in batch],
+                embeddings=list(embeddings[i : i + step]),
+                documents=[c.text for c in batch],
+                metadatas=[_metadata(c) for c in batch],
+            )
+
+    def query(self, embedding: Sequence[float], *, where: dict[str, Any], k: int) -> list[StoredMatch]:
+        """Nearest chunks among those matching ``where`` (applied inside the HNSW search)."""
+        result = self._collection.query(
+            query_embeddings=cast(Any, [list(embedding)]),
+            n_results=k,
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+        return [
+            StoredMatch(cid, float(dist), doc or "", dict(meta or {}))
+            for cid, dist, doc, meta in zip(
+                result["ids"][0],
+                result["distances"][0],
+                result["documents"][0],
+                result["metadatas"][0],
+                strict=True,
+            )
+        ]
+
+    def count(self) -> int:
+        return int(self._collection.count())
+
+    def all_metadata(self) -> dict[str, dict[str, Any]]:
+        """Every chunk id with its metadata (for verification and reports)."""
+        got = self._collection.get(include=["metadatas"])
+        return {cid: dict(meta or {}) for cid, meta in zip(got["ids"], got["metadatas"] or [], strict=True)}
+
+
+def _metadata(chunk: Chunk) -> dict[str, Any]:
+    return {
+        "doc_id": chunk.doc_id,
+        "source": chunk.source,
+        "title": chunk.title,
+        "heading_path": json.dumps(list(chunk.heading_path), ensure_ascii=False),
+        "start_line": chunk.start_line,
+        "end_line": chunk.end_line,
+        "acl": list(chunk.labels),
+        "acl_key": label_key(chunk.labels),
+    }

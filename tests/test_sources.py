@@ -1,0 +1,103 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runbook_rag.access import AccessMap, AccessRule
+from runbook_rag.errors import ConfigError
+from runbook_rag.sources import load_documents
+
+GOOD = "---\ntitle: Good\naccess: [sre]\n---\n# Good\n\nRestart the pod.\n"
+
+
+def write(root: Path, name: str, content: str | bytes) -> None:
+    path = root / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content, encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason", "line"),
+    [
+        (b"\x00\x01binary\x00", "binary file", None),
+        (
+            "---\ntitle: x\naccess: [sre]\n---\n\nok\n\ncaf\xe9\n".encode("latin-1"),
+            "not valid UTF-8",
+            8,
+        ),
+        ("---\ntitle: [unclosed\naccess: [sre]\n---\nbody\n", "not valid YAML", 3),
+        (
+            "---\ntitle: x\naccess: [sre]\nacess: [all-staff]\n---\nbody\n",
+            "unknown front-matter key 'acess'",
+            4,
+        ),
+        ("---\n- a\n- b\n---\nbody\n", "must be a mapping", 2),
+        ("---\ntitle: x\naccess: []\n---\nbody\n", "empty list", 3),
+        ("---\ntitle: x\naccess: sre\n---\nbody\n", "got a string", 3),
+        ("---\ntitle: x\naccess: [sre, 7]\n---\nbody\n", "got int", 3),
+        ("---\ntitle: x\naccess:\n---\nbody\n", "got nothing", 3),
+        ("---\ntitle: x\nowner: [a, b]\naccess: [sre]\n---\nbody\n", "front-matter key 'owner'", 3),
+        ("---\ntitle: x\naccess: [sre]\nbody never closes\n", "never closed", 1),
+        ("# No front matter\n\nbody\n", "no access labels", None),
+        ("---\ntitle: x\n---\nbody\n", "no access labels", None),
+    ],
+)
+def test_bad_file_is_skipped_with_reason_and_line_and_the_rest_is_kept(
+    tmp_path: Path, content: str | bytes, reason: str, line: int | None
+) -> None:
+    write(tmp_path, "a-good.md", GOOD)
+    write(tmp_path, "bad/b.md", content)
+    write(tmp_path, "c-good.md", GOOD.replace("Good", "Also good"))
+    docs, skipped = load_documents([tmp_path])
+    assert [d.source for d in docs] == ["a-good.md", "c-good.md"]
+    assert len(skipped) == 1
+    assert skipped[0].source == "bad/b.md"
+    assert reason in skipped[0].reason
+    assert skipped[0].line == line
+
+
+def test_front_matter_labels_win_over_the_access_map(tmp_path: Path) -> None:
+    write(tmp_path, "a.md", GOOD)
+    write(tmp_path, "b.md", "---\ntitle: B\n---\nbody\n")
+    amap = AccessMap((AccessRule("*.md", ("all-staff",)),))
+    docs, skipped = load_documents([tmp_path], access_map=amap)
+    assert {d.source: d.labels for d in docs} == {"a.md": ("sre",), "b.md": ("all-staff",)}
+    assert not skipped
+
+
+def test_title_falls_back_to_first_h1_then_file_name(tmp_path: Path) -> None:
+    write(tmp_path, "x/with-h1.md", "---\naccess: [sre]\n---\n# The H1\n\nbody\n")
+    write(tmp_path, "x/no-h1.md", "---\naccess: [sre]\n---\nbody only\n")
+    docs, _ = load_documents([tmp_path])
+    assert {d.source: d.title for d in docs} == {"x/no-h1.md": "no-h1", "x/with-h1.md": "The H1"}
+
+
+def test_sources_are_relative_posix_paths_and_duplicates_across_folders_are_reported(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / "one", "deep/er/a.md", GOOD)
+    write(tmp_path / "two", "deep/er/a.md", GOOD)
+    write(tmp_path / "one", ".hidden/h.md", GOOD)
+    write(tmp_path / "one", "notes.txt", "not markdown")
+    docs, skipped = load_documents([tmp_path / "one", tmp_path / "two"])
+    assert [d.source for d in docs] == ["deep/er/a.md"]
+    assert [s.source for s in skipped] == ["deep/er/a.md"]
+    assert "duplicate" in skipped[0].reason
+
+
+def test_missing_source_folder_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_documents([tmp_path / "nope"])
+
+
+def test_unreadable_file_is_skipped(tmp_path: Path) -> None:
+    write(tmp_path, "a.md", GOOD)
+    (tmp_path / "broken.md").symlink_to(tmp_path / "missing-target.md")
+    docs, skipped = load_documents([tmp_path])
+    assert [d.source for d in docs] == ["a.md"]
+    assert [s.source for s in skipped] == ["broken.md"]
+    assert "cannot read file" in skipped[0].reason
