@@ -82,6 +82,11 @@ def build(
             for s in report.skipped:
                 where = f"{s.source}:{s.line}" if s.line else s.source
                 click.echo(f"  {where}: {s.reason}")
+        if report.warnings:
+            click.echo(f"warnings {len(report.warnings)}:")
+            for w in report.warnings:
+                where = f"{w.source}:{w.line}" if w.line else w.source
+                click.echo(f"  {where}: {w.message}")
     if strict and report.skipped:
         sys.exit(EXIT_STRICT)
 

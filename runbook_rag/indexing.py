@@ -68,7 +68,8 @@ def build_index(
             raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
     index_path.mkdir(parents=True, exist_ok=True)
     with _build_lock(index_path):
-        documents, skipped = load_documents(source_dirs, access_map=access_map)
+        loaded = load_documents(source_dirs, access_map=access_map)
+        documents, skipped = loaded.documents, loaded.skipped
         chunks: list[Chunk] = []
         kept = 0
         for doc in documents:
@@ -101,6 +102,7 @@ def build_index(
         skipped=tuple(sorted(skipped, key=lambda s: s.source)),
         seconds=time.perf_counter() - started,
         generation=generation,
+        warnings=tuple(loaded.warnings),
     )
 
 

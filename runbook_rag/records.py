@@ -153,6 +153,21 @@ class Skipped:
 
 
 @dataclass(frozen=True, slots=True)
+class BuildWarning:
+    """A source that was indexed, with something its author should fix."""
+
+    source: str
+    message: str
+    line: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        out: dict[str, object] = {"source": self.source, "message": self.message}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class BuildReport:
     """What a build did."""
 
@@ -162,6 +177,7 @@ class BuildReport:
     skipped: tuple[Skipped, ...]
     seconds: float
     generation: str
+    warnings: tuple[BuildWarning, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -169,6 +185,7 @@ class BuildReport:
             "chunks": self.chunks,
             "embedded": self.embedded,
             "skipped": [s.to_dict() for s in self.skipped],
+            "warnings": [w.to_dict() for w in self.warnings],
             "seconds": round(self.seconds, 3),
             "generation": self.generation,
         }

@@ -98,6 +98,14 @@ class ChromaStore:
             )
         ]
 
+    def query_unfiltered(self, embedding: Sequence[float], *, k: int) -> list[str]:
+        """Ids of the nearest chunks with no access filter: for benchmarks and index checks only,
+        never on a read path that returns chunks to a caller."""
+        result = self._collection.query(
+            query_embeddings=cast(Any, [list(embedding)]), n_results=k, include=[]
+        )
+        return list(result["ids"][0])
+
     def count(self) -> int:
         return int(self._collection.count())
 

@@ -110,7 +110,7 @@ def test_real_tokenizer_windows_on_sample_runbooks(model) -> None:
 
     from .conftest import SAMPLE_MAP, SAMPLES
 
-    docs, _ = load_documents([SAMPLES], access_map=AccessMap.load(SAMPLE_MAP))
+    docs = load_documents([SAMPLES], access_map=AccessMap.load(SAMPLE_MAP)).documents
     for d in docs:
         chunks = chunk_document(d, count_tokens=model.count_tokens, max_tokens=model.max_tokens)
         sizes = model.count_tokens([c.embed_text for c in chunks])
@@ -125,7 +125,7 @@ def test_no_content_line_is_lost_on_sample_runbooks(model) -> None:
 
     from .conftest import SAMPLE_MAP, SAMPLES
 
-    docs, _ = load_documents([SAMPLES], access_map=AccessMap.load(SAMPLE_MAP))
+    docs = load_documents([SAMPLES], access_map=AccessMap.load(SAMPLE_MAP)).documents
     for d in docs:
         chunks = chunk_document(d, count_tokens=model.count_tokens, max_tokens=model.max_tokens)
         covered = {n for c in chunks for n in range(c.start_line, c.end_line + 1)}

@@ -30,11 +30,10 @@ def write(root: Path, name: str, content: str | bytes) -> None:
             8,
         ),
         ("---\ntitle: [unclosed\naccess: [sre]\n---\nbody\n", "not valid YAML", 3),
-        (
-            "---\ntitle: x\naccess: [sre]\nacess: [all-staff]\n---\nbody\n",
-            "unknown front-matter key 'acess'",
-            4,
-        ),
+        ("---\ntitle: x\nacess: [all-staff]\n---\nbody\n", "'acess' looks like a misspelt 'access'", 3),
+        ("---\ntitle: x\naccess: [sre]\nACL: [all-staff]\n---\nbody\n", "'ACL' looks like a misspelt", 4),
+        ("---\ntitle: x\nAccess: [sre]\n---\nbody\n", "'Access' looks like a misspelt", 3),
+        ("---\ntitle: x\ngroups: [sre]\n---\nbody\n", "'groups' looks like a misspelt", 3),
         ("---\n- a\n- b\n---\nbody\n", "must be a mapping", 2),
         ("---\ntitle: x\naccess: []\n---\nbody\n", "empty list", 3),
         ("---\ntitle: x\naccess: sre\n---\nbody\n", "got a string", 3),
@@ -52,7 +51,8 @@ def test_bad_file_is_skipped_with_reason_and_line_and_the_rest_is_kept(
     write(tmp_path, "a-good.md", GOOD)
     write(tmp_path, "bad/b.md", content)
     write(tmp_path, "c-good.md", GOOD.replace("Good", "Also good"))
-    docs, skipped = load_documents([tmp_path])
+    loaded = load_documents([tmp_path])
+    docs, skipped = loaded.documents, loaded.skipped
     assert [d.source for d in docs] == ["a-good.md", "c-good.md"]
     assert len(skipped) == 1
     assert skipped[0].source == "bad/b.md"
@@ -60,11 +60,21 @@ def test_bad_file_is_skipped_with_reason_and_line_and_the_rest_is_kept(
     assert skipped[0].line == line
 
 
+def test_unknown_keys_are_reported_and_the_document_indexed(tmp_path: Path) -> None:
+    write(tmp_path, "hugo.md", "---\ntitle: H\nweight: 20\naccess: [sre]\naliases: [/x]\n---\nbody\n")
+    loaded = load_documents([tmp_path])
+    assert [d.source for d in loaded.documents] == ["hugo.md"]
+    assert not loaded.skipped
+    assert [(w.source, w.line) for w in loaded.warnings] == [("hugo.md", 3), ("hugo.md", 5)]
+    assert "unknown front-matter key 'weight' ignored" in loaded.warnings[0].message
+
+
 def test_front_matter_labels_win_over_the_access_map(tmp_path: Path) -> None:
     write(tmp_path, "a.md", GOOD)
     write(tmp_path, "b.md", "---\ntitle: B\n---\nbody\n")
     amap = AccessMap((AccessRule("*.md", ("all-staff",)),))
-    docs, skipped = load_documents([tmp_path], access_map=amap)
+    loaded = load_documents([tmp_path], access_map=amap)
+    docs, skipped = loaded.documents, loaded.skipped
     assert {d.source: d.labels for d in docs} == {"a.md": ("sre",), "b.md": ("all-staff",)}
     assert not skipped
 
@@ -72,7 +82,7 @@ def test_front_matter_labels_win_over_the_access_map(tmp_path: Path) -> None:
 def test_title_falls_back_to_first_h1_then_file_name(tmp_path: Path) -> None:
     write(tmp_path, "x/with-h1.md", "---\naccess: [sre]\n---\n# The H1\n\nbody\n")
     write(tmp_path, "x/no-h1.md", "---\naccess: [sre]\n---\nbody only\n")
-    docs, _ = load_documents([tmp_path])
+    docs = load_documents([tmp_path]).documents
     assert {d.source: d.title for d in docs} == {"x/no-h1.md": "no-h1", "x/with-h1.md": "The H1"}
 
 
@@ -83,7 +93,8 @@ def test_sources_are_relative_posix_paths_and_duplicates_across_folders_are_repo
     write(tmp_path / "two", "deep/er/a.md", GOOD)
     write(tmp_path / "one", ".hidden/h.md", GOOD)
     write(tmp_path / "one", "notes.txt", "not markdown")
-    docs, skipped = load_documents([tmp_path / "one", tmp_path / "two"])
+    loaded = load_documents([tmp_path / "one", tmp_path / "two"])
+    docs, skipped = loaded.documents, loaded.skipped
     assert [d.source for d in docs] == ["deep/er/a.md"]
     assert [s.source for s in skipped] == ["deep/er/a.md"]
     assert "duplicate" in skipped[0].reason
@@ -97,7 +108,8 @@ def test_missing_source_folder_is_a_config_error(tmp_path: Path) -> None:
 def test_unreadable_file_is_skipped(tmp_path: Path) -> None:
     write(tmp_path, "a.md", GOOD)
     (tmp_path / "broken.md").symlink_to(tmp_path / "missing-target.md")
-    docs, skipped = load_documents([tmp_path])
+    loaded = load_documents([tmp_path])
+    docs, skipped = loaded.documents, loaded.skipped
     assert [d.source for d in docs] == ["a.md"]
     assert [s.source for s in skipped] == ["broken.md"]
     assert "cannot read file" in skipped[0].reason

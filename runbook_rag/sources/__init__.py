@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..access import AccessMap
 from ..errors import ConfigError, SourceError
-from ..records import Document, Skipped
+from ..records import BuildWarning, Document, Skipped
 from . import markdown
 
 MAX_BYTES = 10 * 1024 * 1024
@@ -30,13 +31,21 @@ def discover(source_dir: Path) -> Iterator[tuple[Path, str]]:
             yield path, path.relative_to(source_dir).as_posix()
 
 
-def load_documents(
-    source_dirs: Sequence[Path | str], *, access_map: AccessMap | None = None
-) -> tuple[list[Document], list[Skipped]]:
-    """Parse every runbook under ``source_dirs``; return documents and skipped sources."""
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """The documents found under the source folders, and what was wrong with the others."""
+
+    documents: list[Document]
+    skipped: list[Skipped]
+    warnings: list[BuildWarning]
+
+
+def load_documents(source_dirs: Sequence[Path | str], *, access_map: AccessMap | None = None) -> Loaded:
+    """Parse every runbook under ``source_dirs``."""
     access_map = access_map or AccessMap()
     documents: list[Document] = []
     skipped: list[Skipped] = []
+    warnings: list[BuildWarning] = []
     seen: set[str] = set()
     for source_dir in map(Path, source_dirs):
         if not source_dir.is_dir():
@@ -48,10 +57,11 @@ def load_documents(
             seen.add(source)
             try:
                 text = read_text(path, source=source)
-                documents.append(markdown.parse_markdown(text, source=source, access_map=access_map))
+                doc = markdown.parse_markdown(text, source=source, access_map=access_map, warnings=warnings)
+                documents.append(doc)
             except SourceError as exc:
                 skipped.append(Skipped(exc.source, exc.reason, exc.line))
-    return documents, skipped
+    return Loaded(documents, skipped, warnings)
 
 
 def read_text(path: Path, *, source: str) -> str:

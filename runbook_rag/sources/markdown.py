@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..access import AccessMap, LabelError, validate_labels
 from ..errors import AccessLabelError, FrontMatterError
-from ..records import Document
+from ..records import BuildWarning, Document
 
 SUFFIXES = (".md", ".markdown")
 
@@ -24,9 +24,12 @@ def markdown_parser() -> MarkdownIt:
 
 
 class FrontMatter(BaseModel):
-    """The front matter keys a runbook may carry; any other key rejects the document."""
+    """The front matter keys runbook-rag reads. Other keys (a static-site generator's
+    ``weight``, ``aliases``...) are reported and ignored, except a key that looks like a
+    misspelt ``access``, which rejects the document: it must never fall back to the
+    access map's broader labels by accident."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     title: str | None = None
     access: Any = None
@@ -43,8 +46,19 @@ class FrontMatter(BaseModel):
         return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
-def parse_markdown(text: str, *, source: str, access_map: AccessMap) -> Document:
-    """Parse one Markdown file into a :class:`Document` with validated access labels."""
+_ACCESS_LOOKALIKES = frozenset(
+    {"acl", "acls", "groups", "group", "readers", "audience", "visibility", "permissions", "allowed_groups"}
+)
+
+
+def parse_markdown(
+    text: str, *, source: str, access_map: AccessMap, warnings: list[BuildWarning] | None = None
+) -> Document:
+    """Parse one Markdown file into a :class:`Document` with validated access labels.
+
+    Unknown front-matter keys are appended to ``warnings``; a key that looks like a
+    misspelt ``access`` raises :class:`AccessLabelError`.
+    """
     tokens = markdown_parser().parse(text)
     meta: dict[str, Any] = {}
     fm_tokens = [t for t in tokens if t.type == "front_matter"]
@@ -55,17 +69,30 @@ def parse_markdown(text: str, *, source: str, access_map: AccessMap) -> Document
             "front matter opened with '---' on line 1 is never closed", source=source, line=1
         )
 
+    for key in meta:
+        if key in FrontMatter.model_fields:
+            continue
+        if _looks_like_access(key):
+            raise AccessLabelError(
+                f"front-matter key {key!r} looks like a misspelt 'access'; fix it so the labels apply",
+                source=source,
+                line=_key_line(text, key),
+            )
+        if warnings is not None:
+            allowed = ", ".join(FrontMatter.model_fields)
+            warnings.append(
+                BuildWarning(
+                    source,
+                    f"unknown front-matter key {key!r} ignored (known: {allowed})",
+                    _key_line(text, key),
+                )
+            )
     try:
         fm = FrontMatter.model_validate(meta)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else ""
         line = _key_line(text, key)
-        if err["type"] == "extra_forbidden":
-            allowed = ", ".join(FrontMatter.model_fields)
-            raise FrontMatterError(
-                f"unknown front-matter key {key!r} (allowed: {allowed})", source=source, line=line
-            ) from None
         raise FrontMatterError(f"front-matter key {key!r}: {err['msg']}", source=source, line=line) from None
 
     if "access" in meta:
@@ -96,6 +123,23 @@ def parse_markdown(text: str, *, source: str, access_map: AccessMap) -> Document
         labels=labels,
         metadata=metadata,
     )
+
+
+def _looks_like_access(key: str) -> bool:
+    folded = key.strip().lower().replace("-", "_")
+    return folded in _ACCESS_LOOKALIKES or folded == "access" or _within_two_edits(folded, "access")
+
+
+def _within_two_edits(a: str, b: str) -> bool:
+    if abs(len(a) - len(b)) > 2:
+        return False
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1] <= 2
 
 
 def _load_front_matter(content: str, *, source: str) -> dict[str, Any]:

@@ -1,0 +1,203 @@
+"""Build throughput and search latency, against the plain LlamaIndex pipeline in the same run.
+
+    python benchmarks/build_and_search.py [FOLDER] [--access-map FILE] [--no-peer]
+
+FOLDER defaults to sample_runbooks/; ../shared/corpus is the realistic one (its access
+map is benchmarks/corpus-access-map.yaml, picked automatically). Prints:
+documents, chunks, build seconds and chunks/s; the raw model encode rate on the same
+chunk texts (the ceiling for build throughput); search latency p50/p95 with and
+without the access filter; ``runbook-rag --help`` time; and the same figures for the
+plain LlamaIndex pipeline (MarkdownNodeParser + HuggingFaceEmbedding + Chroma) over
+the same documents, as ratios. The peer needs ``pip install -e '.[bench]'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from runbook_rag import Principal, RunbookIndex  # noqa: E402
+from runbook_rag.access import LABEL_SEP, AccessMap  # noqa: E402
+from runbook_rag.chunking import chunk_document  # noqa: E402
+from runbook_rag.embedding import SentenceTransformerEmbedder, resolve_model  # noqa: E402
+from runbook_rag.indexing import load_manifest  # noqa: E402
+from runbook_rag.sources import load_documents  # noqa: E402
+from runbook_rag.store import ChromaStore  # noqa: E402
+
+K = 5
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
+
+
+def ms(values: list[float]) -> str:
+    return f"p50 {statistics.median(values) * 1000:6.1f} ms  p95 {pct(values, 95) * 1000:6.1f} ms"
+
+
+def timed(fn, *args, **kwargs) -> float:  # type: ignore[no-untyped-def]
+    t = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", nargs="?", type=Path, default=ROOT / "sample_runbooks")
+    parser.add_argument("--access-map", type=Path, default=None)
+    parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--no-peer", action="store_true", help="skip the LlamaIndex pipeline")
+    args = parser.parse_args()
+    folder = args.folder.resolve()
+    if not folder.is_dir():
+        print(f"skipped: {folder} does not exist")
+        return
+    amap_path = args.access_map or (
+        ROOT / "benchmarks" / "corpus-access-map.yaml"
+        if folder.name == "corpus"
+        else folder / "access-map.yaml"
+    )
+    access_map = AccessMap.load(amap_path) if amap_path.exists() else AccessMap()
+
+    t = time.perf_counter()
+    model = SentenceTransformerEmbedder()
+    print(f"model load {time.perf_counter() - t:.2f} s ({model.model_id}, {model.dimension}-d)")
+
+    work = Path(tempfile.mkdtemp(prefix="rr-bench-"))
+    report = RunbookIndex.build([folder], path=work / "ours", access_map=access_map, embedder=model)
+    rss_ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rate = report.chunks / report.seconds
+    print(f"\n== runbook-rag on {folder}")
+    print(f"documents {report.documents}  chunks {report.chunks}  skipped {len(report.skipped)}")
+    print(f"build {report.seconds:.1f} s  ->  {rate:.1f} chunks/s  (peak RSS so far {rss_ours:.0f} MiB)")
+
+    # The ceiling: the model alone on exactly the texts the build embedded.
+    loaded = load_documents([folder], access_map=access_map)
+    texts = [
+        c.embed_text
+        for d in loaded.documents
+        for c in chunk_document(d, count_tokens=model.count_tokens, max_tokens=model.max_tokens)
+    ]
+    encode_s = timed(model.embed, texts)
+    sizes = model.count_tokens(texts)
+    print(
+        f"raw encode of the same {len(texts)} texts: {encode_s:.1f} s "
+        f"-> {len(texts) / encode_s:.1f} texts/s; "
+        f"build reaches {rate / (len(texts) / encode_s):.0%} of it"
+    )
+    print(
+        f"chunk tokens: median {statistics.median(sizes):.0f}, max {max(sizes)} "
+        f"(window {model.max_tokens}); over the window: {sum(s > model.max_tokens for s in sizes)}"
+    )
+    naive = [
+        " ".join(d.text.split()[i : i + 200])
+        for d in loaded.documents
+        for i in range(0, len(d.text.split()), 200)
+    ]
+    over = sum(s > model.max_tokens for s in model.count_tokens(naive))
+    print(
+        f"for contrast, a naive 200-word cap: {over / len(naive):.0%} of {len(naive)} pieces "
+        "exceed the window"
+    )
+
+    index = RunbookIndex(work / "ours", embedder=model)
+    label_sets = index.manifest.label_sets
+    groups = sorted({g for key in label_sets for g in key.split(LABEL_SEP)})
+    queries = [d.title for d in loaded.documents][: args.queries]
+    one = Principal("one", frozenset({groups[0]}))
+    three = Principal("three", frozenset(groups[:3]))
+    gen_dir, _ = load_manifest(work / "ours")
+    store = ChromaStore(gen_dir)
+    for q in queries[:5]:  # warm up
+        index.search(q, principal=three, k=K)
+    unfiltered = [timed(lambda q=q: store.query_unfiltered(model.embed([q])[0], k=K)) for q in queries]
+    filtered_one = [timed(index.search, q, principal=one, k=K) for q in queries]
+    filtered_three = [timed(index.search, q, principal=three, k=K) for q in queries]
+    print(f"search k={K} over {len(queries)} queries (query embedding included):")
+    print(f"  unfiltered            {ms(unfiltered)}")
+    print(f"  filtered, 1 group     {ms(filtered_one)}   ({groups[0]})")
+    print(f"  filtered, 3 groups    {ms(filtered_three)}   ({', '.join(groups[:3])})")
+    ratio = statistics.median(filtered_three) / statistics.median(unfiltered)
+    print(f"  filtered/unfiltered p50: {ratio:.2f}x")
+
+    helps = []
+    for _ in range(5):
+        helps.append(
+            timed(
+                subprocess.run,
+                [str(Path(sys.executable).with_name("runbook-rag")), "--help"],
+                capture_output=True,
+                check=True,
+            )
+        )
+    print(f"runbook-rag --help: median {statistics.median(helps):.2f} s")
+
+    if args.no_peer:
+        return
+    try:
+        peer = run_llamaindex(loaded.documents, queries, three, work / "peer")
+    except ImportError as exc:
+        print(f"\npeer skipped: {exc} (pip install -e '.[bench]')")
+        return
+    print("\n== plain LlamaIndex pipeline, same documents, same model")
+    print(f"nodes {peer['nodes']}  build {peer['seconds']:.1f} s  ->  {peer['rate']:.1f} nodes/s")
+    print(f"  unfiltered            {ms(peer['unfiltered'])}")
+    print(f"  filtered, 3 groups    {ms(peer['filtered'])}")
+    print("\n== ratios (runbook-rag / LlamaIndex)")
+    print(f"build throughput        {rate / peer['rate']:.2f}x")
+    print(
+        f"filtered search p50     {statistics.median(filtered_three) / statistics.median(peer['filtered']):.2f}x"
+    )
+    print(json.dumps({"ours_chunks_per_s": round(rate, 1), "peer_nodes_per_s": round(peer["rate"], 1)}))
+
+
+def run_llamaindex(documents, queries, principal, path):  # type: ignore[no-untyped-def]
+    import chromadb
+    from llama_index.core import Document, StorageContext, VectorStoreIndex
+    from llama_index.core.node_parser import MarkdownNodeParser
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    folder, _ = resolve_model(None)
+    t = time.perf_counter()
+    embed = HuggingFaceEmbedding(model_name=str(folder), device="cpu")
+    docs = [
+        Document(text=d.text, metadata={"source": d.source, **{f"g_{g}": True for g in d.labels}})
+        for d in documents
+    ]
+    nodes = MarkdownNodeParser().get_nodes_from_documents(docs)
+    client = chromadb.PersistentClient(path=str(path))
+    store = ChromaVectorStore(chroma_collection=client.create_collection("peer"))
+    index = VectorStoreIndex(
+        nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed
+    )
+    seconds = time.perf_counter() - t
+    flags = [{f"g_{g}": {"$eq": True}} for g in sorted(principal.groups)]
+    where = {"$or": flags} if len(flags) > 1 else flags[0]
+    plain = index.as_retriever(similarity_top_k=K)
+    gated = index.as_retriever(similarity_top_k=K, vector_store_kwargs={"where": where})
+    for q in queries[:5]:
+        gated.retrieve(q)
+    return {
+        "nodes": len(nodes),
+        "seconds": seconds,
+        "rate": len(nodes) / seconds,
+        "unfiltered": [timed(plain.retrieve, q) for q in queries],
+        "filtered": [timed(gated.retrieve, q) for q in queries],
+    }
+
+
+if __name__ == "__main__":
+    main()
