@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from .access import AccessMap
 from .answer import extractive_answer
-from .embedding import Embedder, SentenceTransformerEmbedder, resolve_model
-from .errors import ModelMismatchError
+from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
+from .errors import EmbeddingError, ModelMismatchError
 from .indexing import Manifest, build_index, load_manifest, read_pointer
 from .records import Answer, BuildReport, Hit, Principal
 from .retrieval import dense_search
@@ -18,6 +19,8 @@ from .settings import Settings
 
 if TYPE_CHECKING:
     from .store import ChromaStore
+
+log = logging.getLogger("runbook_rag")
 
 
 class RunbookIndex:
@@ -42,6 +45,8 @@ class RunbookIndex:
         self._generation: str | None = None
         self._store: ChromaStore | None = None
         self._manifest: Manifest | None = None
+        self._query_encoder: OnnxQueryEncoder | None = None
+        self._query_encoder_name: str | None = None
         self._open()
 
     @classmethod
@@ -79,7 +84,7 @@ class RunbookIndex:
         assert self._store is not None and self._manifest is not None
         return dense_search(
             self._store,
-            self._get_embedder(),
+            self._query_embedder(),
             label_keys=self._manifest.label_sets,
             principal=principal,
             query=query,
@@ -113,6 +118,24 @@ class RunbookIndex:
             with self._lock:
                 if read_pointer(self.path) != self._generation:
                     self._open()
+
+    def _query_embedder(self) -> Embedder | OnnxQueryEncoder:
+        """The exported query encoder when the index has one (no torch needed), else the model."""
+        if self._embedder is not None:
+            return self._embedder
+        assert self._manifest is not None
+        wanted = self._manifest.query_encoder
+        if wanted and (self._query_encoder is None or self._query_encoder_name != wanted):
+            with self._lock:
+                try:
+                    self._query_encoder = OnnxQueryEncoder(self.path / wanted)
+                    self._query_encoder_name = wanted
+                except EmbeddingError as exc:
+                    log.warning("%s; embedding queries with the full model instead", exc)
+                    self._query_encoder = None
+        if self._query_encoder is not None and self._query_encoder.model_id == self._manifest.model_id:
+            return self._query_encoder
+        return self._get_embedder()
 
     def _get_embedder(self) -> Embedder:
         if self._embedder is None:

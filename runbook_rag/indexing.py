@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .access import AccessMap, label_key
 from .chunking import chunk_document
-from .embedding import Embedder
+from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import ConfigError, IndexNotFoundError, IndexStateError, SourceError
 from .records import BuildReport, Chunk, Skipped
 from .sources import load_documents
@@ -32,6 +32,7 @@ from .sources import load_documents
 SCHEMA_VERSION = 1
 POINTER = "CURRENT"
 LOCK = ".build.lock"
+ENCODERS = "encoders"
 
 
 class Manifest(BaseModel):
@@ -50,6 +51,7 @@ class Manifest(BaseModel):
     chunks: int
     label_sets: list[str]
     skipped: list[dict[str, object]]
+    query_encoder: str | None = None
 
 
 def build_index(
@@ -121,6 +123,11 @@ def _write_generation(
         vectors = embedder.embed([c.embed_text for c in chunks])
         store = ChromaStore(gen_dir, create=True)
         store.add(chunks, vectors)
+        query_encoder = None
+        if isinstance(embedder, SentenceTransformerEmbedder):
+            encoder = f"{ENCODERS}/{embedder.fingerprint}"
+            if embedder.export_query_encoder(index_path / encoder):
+                query_encoder = encoder
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             generation=name,
@@ -133,6 +140,7 @@ def _write_generation(
             chunks=len(chunks),
             label_sets=sorted({label_key(c.labels) for c in chunks}),
             skipped=[s.to_dict() for s in sorted(skipped, key=lambda s: s.source)],
+            query_encoder=query_encoder,
         )
         _atomic_write(gen_dir / "manifest.json", manifest.model_dump_json(indent=2))
         _atomic_write(index_path / POINTER, name + "\n")
@@ -189,17 +197,23 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _remove_stale_generations(index_path: Path) -> None:
-    """Keep the published generation and the one before it (for rollback)."""
+    """Keep the published generation and the one before it (for rollback), and the query
+    encoders they use; remove everything else a build may have left behind."""
     current = read_pointer(index_path)
     generations = sorted(p for p in index_path.glob("gen-*") if p.is_dir())
-    keep = {current}
-    older = [
-        p.name for p in generations if p.name != current and (index_path / p.name / "manifest.json").exists()
-    ]
-    if older:
-        keep.add(older[-1])
+    complete = [p.name for p in generations if (p / "manifest.json").exists()]
+    older = [name for name in complete if name != current]
+    keep = {current, *older[-1:]}
+    encoders = set()
     for path in generations:
         if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            manifest = Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
+            encoders.add(manifest.query_encoder)
+    for path in (index_path / ENCODERS).glob("*"):
+        if f"{ENCODERS}/{path.name}" not in encoders:
             shutil.rmtree(path, ignore_errors=True)
     for tmp in index_path.glob(".*.tmp"):
         tmp.unlink(missing_ok=True)

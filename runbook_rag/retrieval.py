@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .access import check_entitled, where_filter
-from .embedding import Embedder
+from .embedding import Embedder, OnnxQueryEncoder
 from .errors import QueryError
 from .records import Hit, Principal
 from .store import ChromaStore, StoredMatch
@@ -32,7 +32,7 @@ def validate_query(query: str, k: int) -> str:
 
 def dense_search(
     store: ChromaStore,
-    embedder: Embedder,
+    embedder: Embedder | OnnxQueryEncoder,
     *,
     label_keys: Iterable[str],
     principal: Principal,

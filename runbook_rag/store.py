@@ -9,6 +9,7 @@ match exact search at the sizes we measured.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,8 @@ class ChromaStore:
         from chromadb.config import Settings as ChromaSettings
 
         self.path = path
+        self._lock = threading.Lock()
+        self._allowed: dict[str, list[str]] = {}
         try:
             self._client = chromadb.PersistentClient(
                 path=str(path),
@@ -80,13 +83,50 @@ class ChromaStore:
             )
 
     def query(self, embedding: Sequence[float], *, where: dict[str, Any], k: int) -> list[StoredMatch]:
-        """Nearest chunks among those matching ``where`` (applied inside the HNSW search)."""
-        result = self._collection.query(
-            query_embeddings=cast(Any, [list(embedding)]),
-            n_results=k,
-            where=where,
-            include=["documents", "metadatas", "distances"],
+        """Nearest chunks among those matching ``where``, searched inside Chroma's index.
+
+        A generation never changes once written, so ``where`` is resolved to its matching
+        ids once per store and the nearest-neighbour search runs restricted to those ids:
+        Chroma resolves a metadata filter in SQLite on every query, which costs more than
+        the search itself (see benchmarks/filter_representation.py).
+        """
+        allowed = self._allowed_ids(where)
+        if not allowed:
+            return []
+        return self._matches(
+            self._collection.query(
+                query_embeddings=cast(Any, [list(embedding)]),
+                n_results=min(k, len(allowed)),
+                ids=allowed,
+                include=["documents", "metadatas", "distances"],
+            )
         )
+
+    def query_unfiltered(self, embedding: Sequence[float], *, k: int) -> list[StoredMatch]:
+        """The nearest chunks with no access filter: for benchmarks and index checks only,
+        never on a read path that returns chunks to a caller."""
+        return self._matches(
+            self._collection.query(
+                query_embeddings=cast(Any, [list(embedding)]),
+                n_results=k,
+                include=["documents", "metadatas", "distances"],
+            )
+        )
+
+    def _allowed_ids(self, where: dict[str, Any]) -> list[str]:
+        key = json.dumps(where, sort_keys=True)
+        with self._lock:
+            cached = self._allowed.get(key)
+        if cached is None:
+            cached = list(self._collection.get(where=where, include=[])["ids"])
+            with self._lock:
+                if len(self._allowed) >= 256:
+                    self._allowed.clear()
+                self._allowed[key] = cached
+        return cached
+
+    @staticmethod
+    def _matches(result: Any) -> list[StoredMatch]:
         return [
             StoredMatch(cid, float(dist), doc or "", dict(meta or {}))
             for cid, dist, doc, meta in zip(
@@ -97,14 +137,6 @@ class ChromaStore:
                 strict=True,
             )
         ]
-
-    def query_unfiltered(self, embedding: Sequence[float], *, k: int) -> list[str]:
-        """Ids of the nearest chunks with no access filter: for benchmarks and index checks only,
-        never on a read path that returns chunks to a caller."""
-        result = self._collection.query(
-            query_embeddings=cast(Any, [list(embedding)]), n_results=k, include=[]
-        )
-        return list(result["ids"][0])
 
     def count(self) -> int:
         return int(self._collection.count())

@@ -199,3 +199,63 @@ def test_every_stored_chunk_has_valid_labels_and_no_front_matter(sample_index_pa
     assert {m["acl_key"] for m in metas.values()} == set(manifest.label_sets)
     assert "drafts/payout-retry-tool.md" not in {m["source"] for m in metas.values()}
     assert json.loads(metas[next(iter(metas))]["heading_path"]) is not None
+
+
+def test_queries_use_the_exported_encoder_and_match_the_model(sample_index_path: Path, model) -> None:
+    from runbook_rag.embedding import OnnxQueryEncoder
+
+    fast = RunbookIndex(sample_index_path)  # no embedder given: the index's own query encoder
+    exact = RunbookIndex(sample_index_path, embedder=model)
+    principal = Principal("u", frozenset({"sre", "payments-oncall", "dba"}))
+    lines = (SAMPLES.parent / "evals" / "sample_runbooks.jsonl").read_text().splitlines()
+    queries = [json.loads(line)["query"] for line in lines]
+    for query in queries[::6]:
+        got = fast.search(query, principal=principal, k=5)
+        want = exact.search(query, principal=principal, k=5)
+        assert [h.chunk_id for h in got] == [h.chunk_id for h in want]
+        assert all(abs(a.score - b.score) < 1e-4 for a, b in zip(got, want, strict=True))
+    assert isinstance(fast._query_embedder(), OnnxQueryEncoder)
+
+
+def test_a_broken_query_encoder_falls_back_to_the_model(sample_index_path: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(sample_index_path, copy)
+    for onnx_file in copy.glob("encoders/*/model.onnx"):
+        onnx_file.write_bytes(b"not a model")
+    index = RunbookIndex(copy)
+    hits = index.search("ledger consumer lag", principal=SRE, k=3)
+    assert hits[0].source == "finance/ledger-kafka-consumer-lag.md"
+
+
+def test_cli_search_needs_no_torch(sample_index_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\nfrom runbook_rag.cli import main\n"
+        "args = ['search', 'ledger lag', '--user', 'u', '--group', 'sre', '--index', "
+        f"{str(sample_index_path)!r}]\n"
+        "try:\n    main(args)\n"
+        "except SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert "finance/ledger-kafka-consumer-lag.md" in out
+    assert out.strip().endswith("False False")
+
+
+def test_another_local_model_folder_can_be_configured(tmp_path: Path) -> None:
+    import shutil
+
+    from runbook_rag.embedding import SentenceTransformerEmbedder, resolve_model
+    from runbook_rag.errors import EmbeddingError
+
+    bundled, _ = resolve_model(None)
+    local = tmp_path / "my-minilm"
+    shutil.copytree(bundled, local)
+    embedder = SentenceTransformerEmbedder(local)
+    assert embedder.model_id == "my-minilm" and embedder.dimension == 384
+    with pytest.raises(EmbeddingError, match="not a local sentence-transformers model"):
+        SentenceTransformerEmbedder(tmp_path / "nothing-here")
