@@ -24,6 +24,7 @@ from .records import Principal
 
 _GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 LABEL_SEP = ","
+_RULE_KEYS = frozenset({"pattern", "groups", "allow_instructions"})
 
 
 class LabelError(ValueError):
@@ -65,6 +66,7 @@ def _kind(value: object) -> str:
 class AccessRule:
     pattern: str
     groups: tuple[str, ...]
+    allow_instructions: bool = False
 
     def matches(self, source: str) -> bool:
         return _glob_regex(self.pattern).fullmatch(source) is not None
@@ -77,12 +79,14 @@ class AccessMap:
     rules: tuple[AccessRule, ...] = ()
     path: str | None = None
 
+    def rule_for(self, source: str) -> AccessRule | None:
+        """The first rule whose glob matches ``source``, or None."""
+        return next((rule for rule in self.rules if rule.matches(source)), None)
+
     def labels_for(self, source: str) -> tuple[str, ...] | None:
         """Labels of the first rule whose glob matches ``source``, or None."""
-        for rule in self.rules:
-            if rule.matches(source):
-                return rule.groups
-        return None
+        rule = self.rule_for(source)
+        return rule.groups if rule else None
 
     @classmethod
     def load(cls, path: Path | str) -> AccessMap:
@@ -102,15 +106,21 @@ class AccessMap:
             raise ConfigError("access map must be a list of {pattern, groups} rules", path=path)
         rules = []
         for n, entry in enumerate(data, start=1):
-            if not isinstance(entry, dict) or set(entry) != {"pattern", "groups"}:
-                raise ConfigError(f"rule {n}: expected exactly the keys pattern and groups", path=path)
+            if not isinstance(entry, dict) or not {"pattern", "groups"} <= set(entry) <= _RULE_KEYS:
+                raise ConfigError(
+                    f"rule {n}: expected the keys pattern and groups (and optionally allow_instructions)",
+                    path=path,
+                )
+            allow = entry.get("allow_instructions", False)
+            if not isinstance(allow, bool):
+                raise ConfigError(f"rule {n}: allow_instructions must be true or false", path=path)
             if not isinstance(entry["pattern"], str) or not entry["pattern"]:
                 raise ConfigError(f"rule {n}: pattern must be a non-empty string", path=path)
             try:
                 groups = validate_labels(entry["groups"])
             except LabelError as exc:
                 raise ConfigError(f"rule {n}: {exc}", path=path) from exc
-            rules.append(AccessRule(entry["pattern"], groups))
+            rules.append(AccessRule(entry["pattern"], groups, allow))
         return cls(tuple(rules), str(path))
 
 

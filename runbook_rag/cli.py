@@ -18,6 +18,7 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_STRICT = 3
+EXIT_CARDHOLDER_DATA = 4
 
 
 def _index_option(fn: F) -> F:
@@ -55,7 +56,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     type=click.Path(path_type=Path),
     help="YAML/JSON rules giving labels by path glob.",
 )
-@click.option("--strict", is_flag=True, help="Exit non-zero when any document was skipped.")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 4 when any card number or track data was found (and masked), 3 when a document was skipped.",
+)
 @click.option("--allow-empty", is_flag=True, help="Publish even when nothing is indexable.")
 @_json_option
 def build(
@@ -82,11 +87,23 @@ def build(
             for s in report.skipped:
                 where = f"{s.source}:{s.line}" if s.line else s.source
                 click.echo(f"  {where}: {s.reason}")
+        if report.findings:
+            total = sum(sum(c.values()) for c in report.findings.values())
+            click.echo(f"masked {total} sensitive values in {len(report.findings)} documents:")
+            for source, counts in sorted(report.findings.items()):
+                click.echo(f"  {source}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+        if report.quarantined:
+            click.echo(f"quarantined {len(report.quarantined)} passages (instructions aimed at a model):")
+            for q in report.quarantined:
+                click.echo(f"  {q.source}:{q.start_line}-{q.end_line}: {q.rule}")
         if report.warnings:
             click.echo(f"warnings {len(report.warnings)}:")
             for w in report.warnings:
                 where = f"{w.source}:{w.line}" if w.line else w.source
                 click.echo(f"  {where}: {w.message}")
+    if strict and report.cardholder_data_found:
+        click.echo("runbook-rag: cardholder data found in sources (masked in the index)", err=True)
+        sys.exit(EXIT_CARDHOLDER_DATA)
     if strict and report.skipped:
         sys.exit(EXIT_STRICT)
 

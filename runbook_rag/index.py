@@ -70,6 +70,7 @@ class RunbookIndex:
             embedder=embedder or SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size),
             access_map=access_map,
             allow_empty=allow_empty,
+            max_bytes=settings.max_file_bytes,
         )
 
     @property

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -26,8 +27,10 @@ from .access import AccessMap, label_key
 from .chunking import chunk_document
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import ConfigError, IndexNotFoundError, IndexStateError, SourceError
-from .records import BuildReport, Chunk, Skipped
-from .sources import load_documents
+from .records import BuildReport, Chunk, Quarantined, Skipped
+from .redaction import redact, redact_document
+from .screening import screen
+from .sources import DEFAULT_MAX_BYTES, load_documents
 
 SCHEMA_VERSION = 1
 POINTER = "CURRENT"
@@ -52,6 +55,23 @@ class Manifest(BaseModel):
     label_sets: list[str]
     skipped: list[dict[str, object]]
     query_encoder: str | None = None
+    findings: dict[str, dict[str, int]] = {}
+    quarantined: list[dict[str, object]] = []
+
+    @staticmethod
+    def report_fields(
+        documents: int,
+        skipped: list[Skipped],
+        findings: dict[str, dict[str, int]],
+        quarantined: list[Quarantined],
+    ) -> dict[str, Any]:
+        """The build-report part of a manifest (counts only: never a value)."""
+        return {
+            "documents": documents,
+            "skipped": [s.to_dict() for s in skipped],
+            "findings": findings,
+            "quarantined": [q.to_dict() for q in quarantined],
+        }
 
 
 def build_index(
@@ -61,6 +81,7 @@ def build_index(
     embedder: Embedder,
     access_map: AccessMap | None = None,
     allow_empty: bool = False,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> BuildReport:
     """Index every runbook under ``source_dirs`` into a new generation and publish it."""
     started = time.perf_counter()
@@ -70,30 +91,50 @@ def build_index(
             raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
     index_path.mkdir(parents=True, exist_ok=True)
     with _build_lock(index_path):
-        loaded = load_documents(source_dirs, access_map=access_map)
-        documents, skipped = loaded.documents, loaded.skipped
+        loaded = load_documents(source_dirs, access_map=access_map, max_bytes=max_bytes)
+        skipped = list(loaded.skipped)
+        findings: dict[str, dict[str, int]] = {}
+        quarantined: list[Quarantined] = []
         chunks: list[Chunk] = []
         kept = 0
-        for doc in documents:
+        for raw in loaded.documents:
+            # Redaction sits here, between parsing and everything else.
+            doc, counts = redact_document(raw)
+            if counts:
+                findings[doc.source] = counts
             try:
                 doc_chunks = chunk_document(
                     doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens
                 )
             except SourceError as exc:
-                skipped.append(Skipped(doc.source, exc.reason, exc.line))
+                skipped.append(Skipped(doc.source, redact(exc.reason).text, exc.line))
                 continue
-            if doc_chunks:
+            clean = []
+            for chunk in doc_chunks:
+                flag = None if doc.allow_instructions else screen(chunk.text)
+                if flag is None:
+                    clean.append(chunk)
+                else:
+                    quarantined.append(Quarantined(doc.source, chunk.start_line, chunk.end_line, flag.rule))
+            if clean:
                 kept += 1
-                chunks.extend(doc_chunks)
+                chunks.extend(clean)
             else:
-                skipped.append(Skipped(doc.source, "no indexable text"))
+                reason = "every passage was quarantined" if doc_chunks else "no indexable text"
+                skipped.append(Skipped(doc.source, reason))
         if not chunks and not allow_empty:
             raise ConfigError(
                 "nothing to index: no document yielded chunks; refusing to publish an empty index "
                 "(pass allow_empty / --allow-empty to do it anyway)",
                 path=", ".join(map(str, source_dirs)),
             )
-        embedded = _write_generation(index_path, chunks, embedder, kept, skipped)
+        skipped.sort(key=lambda s: s.source)
+        embedded = _write_generation(
+            index_path,
+            chunks,
+            embedder,
+            Manifest.report_fields(kept, skipped, findings, quarantined),
+        )
         generation = read_pointer(index_path)
         assert generation is not None
         _remove_stale_generations(index_path)
@@ -101,19 +142,17 @@ def build_index(
         documents=kept,
         chunks=len(chunks),
         embedded=embedded,
-        skipped=tuple(sorted(skipped, key=lambda s: s.source)),
+        skipped=tuple(skipped),
         seconds=time.perf_counter() - started,
         generation=generation,
         warnings=tuple(loaded.warnings),
+        findings=findings,
+        quarantined=tuple(quarantined),
     )
 
 
 def _write_generation(
-    index_path: Path,
-    chunks: list[Chunk],
-    embedder: Embedder,
-    documents: int,
-    skipped: list[Skipped],
+    index_path: Path, chunks: list[Chunk], embedder: Embedder, report: dict[str, Any]
 ) -> int:
     from .store import ChromaStore
 
@@ -136,11 +175,10 @@ def _write_generation(
             dimension=embedder.dimension,
             max_tokens=embedder.max_tokens,
             package_version=_package_version(),
-            documents=documents,
             chunks=len(chunks),
             label_sets=sorted({label_key(c.labels) for c in chunks}),
-            skipped=[s.to_dict() for s in sorted(skipped, key=lambda s: s.source)],
             query_encoder=query_encoder,
+            **report,
         )
         _atomic_write(gen_dir / "manifest.json", manifest.model_dump_json(indent=2))
         _atomic_write(index_path / POINTER, name + "\n")

@@ -38,6 +38,7 @@ class Document:
     text: str
     labels: tuple[str, ...]
     metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    allow_instructions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +169,19 @@ class BuildWarning:
 
 
 @dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A passage left out of the index because it reads as instructions to a model."""
+
+    source: str
+    start_line: int
+    end_line: int
+    rule: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"source": self.source, "lines": [self.start_line, self.end_line], "rule": self.rule}
+
+
+@dataclass(frozen=True, slots=True)
 class BuildReport:
     """What a build did."""
 
@@ -178,6 +192,13 @@ class BuildReport:
     seconds: float
     generation: str
     warnings: tuple[BuildWarning, ...] = ()
+    findings: dict[str, dict[str, int]] = field(default_factory=dict)
+    quarantined: tuple[Quarantined, ...] = ()
+
+    @property
+    def cardholder_data_found(self) -> bool:
+        """True when any source held a card number or track data (a PCI incident to raise)."""
+        return any(kind in ("pan", "track_data") for counts in self.findings.values() for kind in counts)
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -186,6 +207,8 @@ class BuildReport:
             "embedded": self.embedded,
             "skipped": [s.to_dict() for s in self.skipped],
             "warnings": [w.to_dict() for w in self.warnings],
+            "findings": self.findings,
+            "quarantined": [q.to_dict() for q in self.quarantined],
             "seconds": round(self.seconds, 3),
             "generation": self.generation,
         }

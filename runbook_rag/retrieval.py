@@ -13,6 +13,7 @@ from .access import check_entitled, where_filter
 from .embedding import Embedder, OnnxQueryEncoder
 from .errors import QueryError
 from .records import Hit, Principal
+from .redaction import redact
 from .store import ChromaStore, StoredMatch
 
 MAX_QUERY_CHARS = 2000
@@ -20,14 +21,17 @@ MAX_K = 50
 
 
 def validate_query(query: str, k: int) -> str:
-    """Return the stripped query, or raise :class:`QueryError`."""
+    """Return the query, redacted and stripped, or raise :class:`QueryError`.
+
+    Card numbers and secrets in a query are masked before it is embedded or logged.
+    """
     if not isinstance(query, str) or not query.strip():
         raise QueryError("the query is empty")
     if len(query) > MAX_QUERY_CHARS:
         raise QueryError(f"the query is longer than {MAX_QUERY_CHARS} characters")
     if not 1 <= k <= MAX_K:
         raise QueryError(f"k must be between 1 and {MAX_K}")
-    return query.strip()
+    return redact(query).text.strip()
 
 
 def dense_search(

@@ -21,6 +21,9 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(64, ge=1, le=1024, description="Embedding batch size.")
     k: int = Field(5, ge=1, le=50, description="Default number of search hits.")
+    max_file_bytes: int = Field(
+        5 * 1024 * 1024, ge=1024, description="Source files larger than this are skipped, unread."
+    )
     abstain_below: float = Field(
         0.39,
         ge=0.0,

@@ -79,10 +79,10 @@ def test_access_map_json_and_rules_key(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("- pattern: x\n", "exactly the keys"),
+        ("- pattern: x\n", "expected the keys pattern and groups"),
         ("- pattern: x\n  groups: []\n", "rule 1: access is an empty list"),
         ("- pattern: x\n  groups: [ok]\n- {pattern: y, groups: ok}\n", "rule 2"),
-        ("- pattern: x\n  groups: [ok]\n  extra: 1\n", "exactly the keys"),
+        ("- pattern: x\n  groups: [ok]\n  extra: 1\n", "expected the keys pattern and groups"),
         ("pattern: x\n", "must be a list"),
         (": : :\n  - [", "not valid YAML"),
     ],

@@ -113,3 +113,53 @@ def test_unreadable_file_is_skipped(tmp_path: Path) -> None:
     assert [d.source for d in docs] == ["a.md"]
     assert [s.source for s in skipped] == ["broken.md"]
     assert "cannot read file" in skipped[0].reason
+
+
+@pytest.mark.parametrize(
+    ("content", "reason", "line"),
+    [
+        (
+            "---\ntitle: x\naccess: [sre]\na: &a [x, x, x, x]\n"
+            "b: &b [*a, *a, *a, *a]\nc: [*b, *b, *b]\n---\nbody\n",
+            "anchors and aliases are not allowed",
+            4,
+        ),
+        ("---\ntitle: x\naccess: [sre]\ndeep: " + "[" * 40 + "]" * 40 + "\n---\nbody\n", "nests deeper", 4),
+        ("---\ntitle: x\naccess: [sre]\nnote: '" + "y" * 70000 + "'\n---\nbody\n", "larger than 64 KiB", 2),
+        ("", "empty file", None),
+        ("   \n\n  \n", "empty file", None),
+        ("---\n42\n---\nbody\n", "must be a mapping", 2),
+    ],
+)
+def test_hostile_files_are_skipped_with_a_reason(
+    tmp_path: Path, content: str, reason: str, line: int | None
+) -> None:
+    write(tmp_path, "a-good.md", GOOD)
+    write(tmp_path, "hostile.md", content)
+    loaded = load_documents([tmp_path])
+    assert [d.source for d in loaded.documents] == ["a-good.md"]
+    assert [(s.source, s.line) for s in loaded.skipped] == [("hostile.md", line)]
+    assert reason in loaded.skipped[0].reason
+
+
+def test_size_cap_is_configurable_and_checked_before_reading(tmp_path: Path) -> None:
+    write(tmp_path, "small.md", GOOD)
+    write(tmp_path, "big.md", GOOD + "x" * 5000)
+    loaded = load_documents([tmp_path], max_bytes=2048)
+    assert [d.source for d in loaded.documents] == ["small.md"]
+    assert "larger than the 2,048-byte limit" in loaded.skipped[0].reason
+
+
+def test_report_text_never_carries_a_card_number(tmp_path: Path) -> None:
+    write(tmp_path, "4111111111111111.md", "---\ntitle: x\n---\nno labels\n")
+    loaded = load_documents([tmp_path])
+    assert loaded.skipped[0].source == "[PAN ****1111].md"
+
+
+def test_allow_instructions_from_front_matter_or_access_map(tmp_path: Path) -> None:
+    write(tmp_path, "training/a.md", "---\ntitle: A\naccess: [sre]\nallow_instructions: true\n---\nx\n")
+    write(tmp_path, "training/b.md", "---\ntitle: B\naccess: [sre]\n---\nx\n")
+    write(tmp_path, "other/c.md", "---\ntitle: C\naccess: [sre]\n---\nx\n")
+    amap = AccessMap((AccessRule("training/b.md", ("sre",), allow_instructions=True),))
+    docs = {d.source: d.allow_instructions for d in load_documents([tmp_path], access_map=amap).documents}
+    assert docs == {"other/c.md": False, "training/a.md": True, "training/b.md": True}

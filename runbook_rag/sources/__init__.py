@@ -15,9 +15,10 @@ from pathlib import Path
 from ..access import AccessMap
 from ..errors import ConfigError, SourceError
 from ..records import BuildWarning, Document, Skipped
+from ..redaction import redact
 from . import markdown
 
-MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 
 
 def discover(source_dir: Path) -> Iterator[tuple[Path, str]]:
@@ -40,8 +41,16 @@ class Loaded:
     warnings: list[BuildWarning]
 
 
-def load_documents(source_dirs: Sequence[Path | str], *, access_map: AccessMap | None = None) -> Loaded:
-    """Parse every runbook under ``source_dirs``."""
+def load_documents(
+    source_dirs: Sequence[Path | str],
+    *,
+    access_map: AccessMap | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Loaded:
+    """Parse every runbook under ``source_dirs``.
+
+    Report entries pass through the redactor: a reason or a path may quote a value.
+    """
     access_map = access_map or AccessMap()
     documents: list[Document] = []
     skipped: list[Skipped] = []
@@ -52,26 +61,41 @@ def load_documents(source_dirs: Sequence[Path | str], *, access_map: AccessMap |
             raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
         for path, source in discover(source_dir):
             if source in seen:
-                skipped.append(Skipped(source, f"duplicate source path (also under another folder): {path}"))
+                skipped.append(
+                    Skipped(
+                        redact(source).text,
+                        redact(f"duplicate source path (also under another folder): {path}").text,
+                    )
+                )
                 continue
             seen.add(source)
             try:
-                text = read_text(path, source=source)
+                text = read_text(path, source=source, max_bytes=max_bytes)
                 doc = markdown.parse_markdown(text, source=source, access_map=access_map, warnings=warnings)
                 documents.append(doc)
             except SourceError as exc:
-                skipped.append(Skipped(exc.source, exc.reason, exc.line))
+                skipped.append(Skipped(redact(exc.source).text, redact(exc.reason).text, exc.line))
+    warnings = [BuildWarning(redact(w.source).text, redact(w.message).text, w.line) for w in warnings]
     return Loaded(documents, skipped, warnings)
 
 
-def read_text(path: Path, *, source: str) -> str:
-    """Read a file as UTF-8 text, refusing binary, oversized and undecodable files."""
+def read_text(path: Path, *, source: str, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
+    """Read a file as UTF-8 text, refusing empty, binary, oversized and undecodable files.
+
+    The size is checked before reading and the read is capped, so a file that grows
+    meanwhile (or lies about its size) never costs more than ``max_bytes`` of memory.
+    """
     try:
-        if path.stat().st_size > MAX_BYTES:
-            raise SourceError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB", source=source)
-        data = path.read_bytes()
+        if path.stat().st_size > max_bytes:
+            raise SourceError(f"file is larger than the {max_bytes:,}-byte limit", source=source)
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise SourceError(f"file is larger than the {max_bytes:,}-byte limit", source=source)
     except OSError as exc:
         raise SourceError(f"cannot read file: {exc.strerror or exc}", source=source) from None
+    if not data.strip():
+        raise SourceError("empty file", source=source)
     if b"\x00" in data[:8192]:
         raise SourceError("binary file (contains NUL bytes)", source=source)
     try:

@@ -38,6 +38,7 @@ class FrontMatter(BaseModel):
     tags: list[str] | None = None
     updated: dt.date | None = None
     description: str | None = None
+    allow_instructions: bool = False
 
     @field_validator("title", "owner", "service", "description", mode="before")
     @classmethod
@@ -59,6 +60,7 @@ def parse_markdown(
     Unknown front-matter keys are appended to ``warnings``; a key that looks like a
     misspelt ``access`` raises :class:`AccessLabelError`.
     """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # line numbers as Markdown counts them
     tokens = markdown_parser().parse(text)
     meta: dict[str, Any] = {}
     fm_tokens = [t for t in tokens if t.type == "front_matter"]
@@ -115,7 +117,10 @@ def parse_markdown(
         metadata["updated"] = fm.updated.isoformat()
     if fm.tags:
         metadata["tags"] = ",".join(fm.tags)
+    rule = access_map.rule_for(source)
+    allow = fm.allow_instructions or bool(rule and rule.allow_instructions)
     return Document(
+        allow_instructions=allow,
         doc_id=source,
         source=source,
         title=title.strip(),
@@ -142,8 +147,17 @@ def _within_two_edits(a: str, b: str) -> bool:
     return previous[-1] <= 2
 
 
+MAX_FRONT_MATTER_BYTES = 64 * 1024
+MAX_YAML_DEPTH = 16
+
+
 def _load_front_matter(content: str, *, source: str) -> dict[str, Any]:
+    if len(content.encode("utf-8")) > MAX_FRONT_MATTER_BYTES:
+        raise FrontMatterError(
+            f"front matter is larger than {MAX_FRONT_MATTER_BYTES // 1024} KiB", source=source, line=2
+        )
     try:
+        _check_yaml_shape(content, source=source)
         data = yaml.safe_load(content) if content.strip() else {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -158,6 +172,26 @@ def _load_front_matter(content: str, *, source: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise FrontMatterError("front matter must be a mapping of keys to values", source=source, line=2)
     return {str(k): v for k, v in data.items()}
+
+
+def _check_yaml_shape(content: str, *, source: str) -> None:
+    """Refuse anchors and aliases (the "billion laughs" expansion) and deep nesting,
+    before anything is built from the YAML."""
+    depth = 0
+    for event in yaml.parse(content, Loader=yaml.SafeLoader):
+        line = event.start_mark.line + 2 if event.start_mark else None
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise FrontMatterError(
+                "YAML anchors and aliases are not allowed in front matter", source=source, line=line
+            )
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise FrontMatterError(
+                    f"front matter nests deeper than {MAX_YAML_DEPTH} levels", source=source, line=line
+                )
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def _key_line(text: str, key: str) -> int | None:
