@@ -251,7 +251,7 @@ _RULES: tuple[_Rule, ...] = (
             # Start at the keyword itself (not at an optional prefix such as DB_): a pattern
             # that may start anywhere is tried at every position and dominates the cost.
             rf"(?i:(?:{_SECRET_WORDS})[A-Za-z0-9_.-]{{0,32}})[\"']?\s*(?::|=|:=|=>)\s*"
-            r"[\"']?([^\s\"'`,;()\]}]{8,200})(?!\()"  # not a function call
+            r"[\"']?([^\s\"'`,;()\]}]{8,200}+)(?!\()"  # possessive: a call's name is not a secret
         ),
         group=1,
         check=lambda v: entropy(v) >= 3.0 and not _WORDY.match(v) and not v.startswith(_NOT_SECRET_STARTS),

@@ -171,6 +171,12 @@ SHOULD_NOT_MATCH = [
     "kubectl -n payments get pods",
     "ISO 8583 response code 05 and 51",
     "sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    "unencrypted_secrets = GitLab::Vault.get(node, 'encrypted_secrets')",
+    "api_key:     super-secret-key",
+    "Image pull secrets:  prometheus-k8s-dockercfg-6wl6b",
+    "curl -u 'xxx:yyy' https://es.example.net:9243/_cat/shards",
+    "gsutil acl ch -u AllUsers:R gs://bucket/object",
+    "compaction: group 0@4648145191823988568: overlaps found",
 ]
 
 

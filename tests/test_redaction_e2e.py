@@ -102,6 +102,10 @@ def test_outputs_show_only_masks(sample_index: RunbookIndex, question: str) -> N
     answer = sample_index.answer(question, principal=EVERYONE)
     out = json.dumps([h.to_dict() for h in hits]) + answer.text
     assert "[PAN ****" in out or "[SECRET " in out or "[TRACK DATA]" in out
+    for group in sorted(EVERYONE.groups):  # and for each principal alone
+        one = Principal(group, frozenset({group}))
+        hits = sample_index.search(question, principal=one, k=10)
+        out += json.dumps([h.to_dict() for h in hits]) + sample_index.answer(question, principal=one).text
     for value in PLANTED:
         assert value not in out
 
