@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from runbook_rag import Principal, RunbookIndex  # noqa: E402
 from runbook_rag.access import LABEL_SEP, AccessMap  # noqa: E402
-from runbook_rag.chunking import chunk_document  # noqa: E402
 from runbook_rag.embedding import SentenceTransformerEmbedder, resolve_model  # noqa: E402
-from runbook_rag.indexing import load_manifest  # noqa: E402
+from runbook_rag.generations import load_manifest  # noqa: E402
+from runbook_rag.indexing import prepare  # noqa: E402
 from runbook_rag.sources import load_documents  # noqa: E402
 from runbook_rag.store import ChromaStore  # noqa: E402
 
@@ -86,11 +86,7 @@ def main() -> None:
 
     # The ceiling: the model alone on exactly the texts the build embedded.
     loaded = load_documents([folder], access_map=access_map)
-    texts = [
-        c.embed_text
-        for d in loaded.documents
-        for c in chunk_document(d, count_tokens=model.count_tokens, max_tokens=model.max_tokens)
-    ]
+    texts = [c.embed_text for c in prepare([folder], embedder=model, access_map=access_map).chunks]
     encode_s = timed(model.embed, texts)
     sizes = model.count_tokens(texts)
     print(

@@ -62,6 +62,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     help="Exit 4 when any card number or track data was found (and masked), 3 when a document was skipped.",
 )
 @click.option("--allow-empty", is_flag=True, help="Publish even when nothing is indexable.")
+@click.option("--dry-run", is_flag=True, help="Print what would change (documents) without writing.")
 @_json_option
 def build(
     sources: Sequence[Path],
@@ -69,18 +70,33 @@ def build(
     access_map: Path | None,
     strict: bool,
     allow_empty: bool,
+    dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Index the runbooks under SOURCES and publish the new index."""
+    """Bring the index up to date with the runbooks under SOURCES (incrementally)."""
     from .index import RunbookIndex
 
-    report = RunbookIndex.build(sources, path=index_path, access_map=access_map, allow_empty=allow_empty)
+    report = RunbookIndex.build(
+        sources,
+        path=index_path,
+        access_map=access_map,
+        allow_empty=allow_empty,
+        dry_run=dry_run,
+        progress=not as_json and sys.stderr.isatty(),
+    )
     if as_json:
         _emit(report.to_dict())
     else:
+        if dry_run:
+            click.echo("dry run: nothing written")
+        for change in ("added", "changed", "relabelled", "removed"):
+            for source in report.diff.get(change, []):
+                click.echo(f"  {change:10s} {source}")
         click.echo(
-            f"indexed {report.documents} documents, {report.chunks} chunks "
-            f"({report.embedded} embedded) in {report.seconds:.1f} s"
+            f"{'would index' if dry_run else 'indexed'} {report.documents} documents, "
+            f"{report.chunks} chunks: "
+            f"{report.embedded} embedded, {report.reused} reused, {report.removed} removed, "
+            f"{report.relabelled} relabelled in {report.seconds:.1f} s"
         )
         if report.skipped:
             click.echo(f"skipped {len(report.skipped)}:")
@@ -159,6 +175,51 @@ def ask(question: str, user: str, groups: Sequence[str], index_path: Path | None
         click.echo("\nSources:")
         for c in answer.citations:
             click.echo(f"  [{c.n}] {c.source}:{c.start_line}-{c.end_line}  {c.heading or c.title}")
+
+
+@cli.group()
+def index() -> None:
+    """Inspect and check a built index."""
+
+
+@index.command("info")
+@_index_option
+@_json_option
+def index_info(index_path: Path | None, as_json: bool) -> None:
+    """Show the manifest, chunk counts per label set and the last build report."""
+    from .index import RunbookIndex
+
+    info = RunbookIndex(index_path).info()
+    if as_json:
+        _emit(info)
+        return
+    click.echo(f"index       {info['index']}")
+    for key in ("generation", "built_at", "model_id", "dimension", "documents", "chunks", "query_encoder"):
+        click.echo(f"{key:11s} {info[key]}")
+    click.echo("chunks per label set:")
+    for labels, count in dict(info["label_set_counts"]).items():  # type: ignore[call-overload]
+        click.echo(f"  {count:6d}  {labels}")
+    report = dict(info["report"])  # type: ignore[call-overload]
+    click.echo(
+        f"last build: {len(report.get('skipped', []))} skipped, {len(report.get('findings', {}))} documents "
+        f"with masked values, {len(report.get('quarantined', []))} passages quarantined"
+    )
+
+
+@index.command("verify")
+@_index_option
+@_json_option
+def index_verify(index_path: Path | None, as_json: bool) -> None:
+    """Check the store against the manifest; exit 1 when anything is wrong."""
+    from .index import RunbookIndex
+
+    problems = RunbookIndex(index_path).verify()
+    if as_json:
+        _emit({"ok": not problems, "problems": problems})
+    else:
+        click.echo("ok" if not problems else "\n".join(problems))
+    if problems:
+        sys.exit(1)
 
 
 def _emit(obj: dict[str, Any]) -> None:

@@ -12,7 +12,8 @@ from .access import AccessMap
 from .answer import extractive_answer
 from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
 from .errors import EmbeddingError, ModelMismatchError
-from .indexing import Manifest, build_index, load_manifest, read_pointer
+from .generations import Manifest, load_manifest, read_pointer, verify_generation
+from .indexing import build_index
 from .records import Answer, BuildReport, Hit, Principal
 from .retrieval import dense_search
 from .settings import Settings
@@ -59,8 +60,14 @@ class RunbookIndex:
         settings: Settings | None = None,
         embedder: Embedder | None = None,
         allow_empty: bool = False,
+        dry_run: bool = False,
+        progress: bool = False,
     ) -> BuildReport:
-        """Index the runbooks under ``sources`` and publish the result at ``path``."""
+        """Bring the index at ``path`` up to date with the runbooks under ``sources``.
+
+        Incremental: only new or changed passages are embedded. With ``dry_run`` nothing is
+        written and the report's ``diff`` says what would change.
+        """
         settings = settings or Settings()
         if access_map is not None and not isinstance(access_map, AccessMap):
             access_map = AccessMap.load(access_map)
@@ -71,6 +78,8 @@ class RunbookIndex:
             access_map=access_map,
             allow_empty=allow_empty,
             max_bytes=settings.max_file_bytes,
+            dry_run=dry_run,
+            progress=progress,
         )
 
     @property
@@ -78,6 +87,16 @@ class RunbookIndex:
         self._refresh()
         assert self._manifest is not None
         return self._manifest
+
+    def info(self) -> dict[str, object]:
+        """The published generation's manifest: model, counts per label set, last build report."""
+        return {"index": str(self.path), **self.manifest.model_dump()}
+
+    def verify(self) -> list[str]:
+        """Problems found when checking the store against the manifest (empty when sound)."""
+        self._refresh()
+        assert self._store is not None and self._manifest is not None
+        return verify_generation(self.path, self._store, self._manifest)
 
     def search(self, query: str, *, principal: Principal, k: int | None = None) -> list[Hit]:
         """The best chunks for ``query`` among those ``principal`` may read, best first."""

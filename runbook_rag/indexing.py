@@ -1,77 +1,137 @@
-"""Building an index: sources -> chunks -> embeddings -> a new published generation.
+"""Building an index: sources -> redacted documents -> chunks -> embeddings -> a published generation.
 
-An index folder holds generations (``gen-*``), each a complete Chroma store plus a
-``manifest.json``, and a ``CURRENT`` pointer naming the one being served. A build
-writes a new generation and then publishes it by atomically replacing the pointer
-(write a temp file, fsync, ``os.replace``), so a failed or killed build never
-touches what readers see. Only one build runs per index at a time (a file lock).
+Builds are incremental. Every chunk carries a content key, a hash of its embedded
+(redacted) text and of the settings that shape it (chunker version, model, window).
+A build embeds only the keys the published generation does not already hold and
+copies the other vectors, so a rebuild with no change embeds nothing and writes
+nothing, a changed document re-embeds only its changed chunks, a moved file or a
+change of labels alone re-embeds nothing, and a removed document's chunks are gone
+from the new generation. The new generation is complete before it is published,
+and the old one is removed only after (see :mod:`runbook_rag.generations`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import fcntl
-import os
-import secrets
+import hashlib
+import logging
 import shutil
 import time
-from collections.abc import Iterator, Sequence
-from importlib.metadata import PackageNotFoundError, version
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from .access import AccessMap, label_key
 from .chunking import chunk_document
 from .embedding import Embedder, SentenceTransformerEmbedder
-from .errors import ConfigError, IndexNotFoundError, IndexStateError, SourceError
-from .records import BuildReport, Chunk, Quarantined, Skipped
+from .errors import ConfigError, IndexStateError, SourceError
+from .generations import (
+    ENCODERS,
+    SCHEMA_VERSION,
+    Manifest,
+    build_lock,
+    load_manifest,
+    new_generation_name,
+    package_versions,
+    publish,
+    read_pointer,
+    remove_stale,
+    write_manifest,
+)
+from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
 from .screening import screen
 from .sources import DEFAULT_MAX_BYTES, load_documents
 
-SCHEMA_VERSION = 1
-POINTER = "CURRENT"
-LOCK = ".build.lock"
-ENCODERS = "encoders"
+CHUNKER_VERSION = 1
+log = logging.getLogger("runbook_rag")
 
 
-class Manifest(BaseModel):
-    """What a generation holds and how it was built (``manifest.json``)."""
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Everything a build derives from the sources, before touching the store."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    schema_version: int
-    generation: str
-    built_at: str
-    model_id: str
-    dimension: int
-    max_tokens: int
-    package_version: str
+    chunks: list[Chunk]
     documents: int
-    chunks: int
-    label_sets: list[str]
-    skipped: list[dict[str, object]]
-    query_encoder: str | None = None
-    findings: dict[str, dict[str, int]] = {}
-    quarantined: list[dict[str, object]] = []
+    skipped: list[Skipped]
+    warnings: list[BuildWarning]
+    findings: dict[str, dict[str, int]]
+    quarantined: list[Quarantined]
 
-    @staticmethod
-    def report_fields(
-        documents: int,
-        skipped: list[Skipped],
-        findings: dict[str, dict[str, int]],
-        quarantined: list[Quarantined],
-    ) -> dict[str, Any]:
-        """The build-report part of a manifest (counts only: never a value)."""
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    """Documents and chunks that differ from the published generation."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    relabelled: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    to_embed: int = 0
+    reused: int = 0
+    removed_chunks: int = 0
+    relabelled_chunks: int = 0
+    unchanged: bool = False
+
+    def to_dict(self) -> dict[str, list[str]]:
         return {
-            "documents": documents,
-            "skipped": [s.to_dict() for s in skipped],
-            "findings": findings,
-            "quarantined": [q.to_dict() for q in quarantined],
+            "added": self.added,
+            "changed": self.changed,
+            "relabelled": self.relabelled,
+            "removed": self.removed,
         }
+
+
+def prepare(
+    source_dirs: Sequence[Path | str],
+    *,
+    embedder: Embedder,
+    access_map: AccessMap | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Prepared:
+    """Load, redact, chunk and screen every source (no store involved)."""
+    loaded = load_documents(source_dirs, access_map=access_map, max_bytes=max_bytes)
+    skipped = list(loaded.skipped)
+    findings: dict[str, dict[str, int]] = {}
+    quarantined: list[Quarantined] = []
+    chunks: list[Chunk] = []
+    kept = 0
+    for raw in loaded.documents:
+        # Redaction sits here, between parsing and everything else.
+        doc, counts = redact_document(raw)
+        if counts:
+            findings[doc.source] = counts
+        try:
+            doc_chunks = chunk_document(
+                doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens
+            )
+        except SourceError as exc:
+            skipped.append(Skipped(doc.source, redact(exc.reason).text, exc.line))
+            continue
+        clean = []
+        for chunk in doc_chunks:
+            flag = None if doc.allow_instructions else screen(chunk.text)
+            if flag is None:
+                clean.append(chunk)
+            else:
+                quarantined.append(Quarantined(doc.source, chunk.start_line, chunk.end_line, flag.rule))
+        if clean:
+            kept += 1
+            chunks.extend(clean)
+        else:
+            skipped.append(
+                Skipped(doc.source, "every passage was quarantined" if doc_chunks else "no indexable text")
+            )
+    skipped.sort(key=lambda s: s.source)
+    return Prepared(chunks, kept, skipped, list(loaded.warnings), findings, quarantined)
+
+
+def content_key(chunk: Chunk, embedder: Embedder) -> str:
+    """Identifies a chunk's vector: its embedded text and everything that shapes it."""
+    shape = f"{CHUNKER_VERSION}\x1f{embedder.model_id}\x1f{embedder.dimension}\x1f{embedder.max_tokens}"
+    return hashlib.sha256(f"{shape}\x1f{chunk.embed_text}".encode()).hexdigest()[:32]
 
 
 def build_index(
@@ -82,91 +142,190 @@ def build_index(
     access_map: AccessMap | None = None,
     allow_empty: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    dry_run: bool = False,
+    progress: bool = False,
 ) -> BuildReport:
-    """Index every runbook under ``source_dirs`` into a new generation and publish it."""
+    """Bring the index at ``index_path`` up to date with ``source_dirs``.
+
+    With ``dry_run`` nothing is written: the report's diff says what a build would do.
+    """
+    from .store import metadata_of
+
     started = time.perf_counter()
     index_path = Path(index_path)
     for source_dir in map(Path, source_dirs):
         if not source_dir.is_dir():
             raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
     index_path.mkdir(parents=True, exist_ok=True)
-    with _build_lock(index_path):
-        loaded = load_documents(source_dirs, access_map=access_map, max_bytes=max_bytes)
-        skipped = list(loaded.skipped)
-        findings: dict[str, dict[str, int]] = {}
-        quarantined: list[Quarantined] = []
-        chunks: list[Chunk] = []
-        kept = 0
-        for raw in loaded.documents:
-            # Redaction sits here, between parsing and everything else.
-            doc, counts = redact_document(raw)
-            if counts:
-                findings[doc.source] = counts
-            try:
-                doc_chunks = chunk_document(
-                    doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens
-                )
-            except SourceError as exc:
-                skipped.append(Skipped(doc.source, redact(exc.reason).text, exc.line))
-                continue
-            clean = []
-            for chunk in doc_chunks:
-                flag = None if doc.allow_instructions else screen(chunk.text)
-                if flag is None:
-                    clean.append(chunk)
-                else:
-                    quarantined.append(Quarantined(doc.source, chunk.start_line, chunk.end_line, flag.rule))
-            if clean:
-                kept += 1
-                chunks.extend(clean)
-            else:
-                reason = "every passage was quarantined" if doc_chunks else "no indexable text"
-                skipped.append(Skipped(doc.source, reason))
-        if not chunks and not allow_empty:
+    with build_lock(index_path):
+        prepared = prepare(source_dirs, embedder=embedder, access_map=access_map, max_bytes=max_bytes)
+        if not prepared.chunks and not allow_empty:
             raise ConfigError(
-                "nothing to index: no document yielded chunks; refusing to publish an empty index "
-                "(pass allow_empty / --allow-empty to do it anyway)",
+                "nothing to index: no document yielded chunks; refusing to replace the index with an empty "
+                "one (pass allow_empty / --allow-empty to do it anyway)",
                 path=", ".join(map(str, source_dirs)),
             )
-        skipped.sort(key=lambda s: s.source)
-        embedded = _write_generation(
-            index_path,
-            chunks,
-            embedder,
-            Manifest.report_fields(kept, skipped, findings, quarantined),
-        )
-        generation = read_pointer(index_path)
-        assert generation is not None
-        _remove_stale_generations(index_path)
+        keys = [content_key(c, embedder) for c in prepared.chunks]
+        new_meta = {
+            c.chunk_id: {**metadata_of(c), "content_key": k}
+            for c, k in zip(prepared.chunks, keys, strict=True)
+        }
+        old_store, old_meta = _published_state(index_path, embedder)
+        diff = _diff(old_meta, new_meta)
+        generation = read_pointer(index_path) or ""
+        if not dry_run and not diff.unchanged:
+            vectors = _vectors(prepared.chunks, keys, old_store, old_meta, embedder, progress=progress)
+            generation = _write_generation(index_path, prepared, keys, vectors, embedder, diff)
+        elif not dry_run:
+            # Nothing to re-index; keep the last build report current (an atomic file replace).
+            gen_dir, manifest = load_manifest(index_path)
+            report = _report(prepared, diff)
+            if manifest.report != report:
+                write_manifest(gen_dir, manifest.model_copy(update={"report": report}))
+        if not dry_run:
+            remove_stale(index_path)
     return BuildReport(
-        documents=kept,
-        chunks=len(chunks),
-        embedded=embedded,
-        skipped=tuple(skipped),
+        documents=prepared.documents,
+        chunks=len(prepared.chunks),
+        embedded=0 if diff.unchanged or dry_run else diff.to_embed,
+        skipped=tuple(prepared.skipped),
         seconds=time.perf_counter() - started,
         generation=generation,
-        warnings=tuple(loaded.warnings),
-        findings=findings,
-        quarantined=tuple(quarantined),
+        warnings=tuple(prepared.warnings),
+        findings=prepared.findings,
+        quarantined=tuple(prepared.quarantined),
+        reused=diff.reused,
+        removed=diff.removed_chunks,
+        relabelled=diff.relabelled_chunks,
+        diff=diff.to_dict(),
+        dry_run=dry_run,
     )
 
 
-def _write_generation(
-    index_path: Path, chunks: list[Chunk], embedder: Embedder, report: dict[str, Any]
-) -> int:
+def _published_state(index_path: Path, embedder: Embedder) -> tuple[Any, dict[str, dict[str, Any]]]:
+    """The published store and its chunk metadata, when its vectors can be reused."""
     from .store import ChromaStore
 
-    name = "gen-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)
+    if read_pointer(index_path) is None:
+        return None, {}
+    try:
+        gen_dir, manifest = load_manifest(index_path)
+        if manifest.model_id != embedder.model_id or manifest.dimension != embedder.dimension:
+            return None, {}  # another model: nothing to reuse
+        store = ChromaStore(gen_dir)
+        return store, store.all_metadata()
+    except IndexStateError as exc:
+        log.warning("the published generation cannot be read (%s): rebuilding from scratch", exc.reason)
+        return None, {}
+
+
+def _diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> Diff:
+    def by_doc(meta: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+        docs: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        for cid, m in meta.items():
+            docs[str(m["source"])][cid] = m
+        return docs
+
+    old_docs, new_docs = by_doc(old), by_doc(new)
+    added = sorted(set(new_docs) - set(old_docs))
+    removed = sorted(set(old_docs) - set(new_docs))
+    changed: list[str] = []
+    relabelled: list[str] = []
+    for source in sorted(set(old_docs) & set(new_docs)):
+        before, after = old_docs[source], new_docs[source]
+        if before != after:
+            same_content = _without_labels(before) == _without_labels(after)
+            (relabelled if same_content else changed).append(source)
+    relabelled_chunks = sum(
+        1
+        for cid, m in new.items()
+        if cid in old and old[cid].get("content_key") == m["content_key"] and old[cid]["acl"] != m["acl"]
+    )
+    old_keys = {m.get("content_key") for m in old.values()}
+    needed = {m["content_key"] for m in new.values()}
+    return Diff(
+        added=added,
+        changed=changed,
+        relabelled=relabelled,
+        removed=removed,
+        to_embed=len(needed - old_keys),
+        reused=sum(1 for m in new.values() if m["content_key"] in old_keys),
+        removed_chunks=sum(1 for cid in old if cid not in new),
+        relabelled_chunks=relabelled_chunks,
+        unchanged=bool(old) and old == new,
+    )
+
+
+def _without_labels(chunks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {cid: {k: v for k, v in m.items() if k not in ("acl", "acl_key")} for cid, m in chunks.items()}
+
+
+def _vectors(
+    chunks: list[Chunk],
+    keys: list[str],
+    old_store: Any,
+    old_meta: dict[str, dict[str, Any]],
+    embedder: Embedder,
+    *,
+    progress: bool,
+) -> list[list[float]]:
+    """Reuse the published vector of every known content key; embed only the rest."""
+    have: dict[str, str] = {}
+    for cid, meta in old_meta.items():
+        have.setdefault(str(meta.get("content_key")), cid)
+    wanted = {k: have[k] for k in set(keys) if k in have}
+    reused = old_store.embeddings({cid for cid in wanted.values()}) if wanted else {}
+    vectors: dict[str, list[float]] = {k: reused[cid] for k, cid in wanted.items() if cid in reused}
+    missing = list(dict.fromkeys(k for k in keys if k not in vectors))
+    if missing:
+        text_of = {k: c.embed_text for c, k in zip(chunks, keys, strict=True)}
+        texts = [text_of[k] for k in missing]
+        if progress and isinstance(embedder, SentenceTransformerEmbedder):
+            fresh = embedder.embed(texts, progress=True)
+        else:
+            fresh = embedder.embed(texts)
+        vectors.update(zip(missing, fresh, strict=True))
+    return [vectors[k] for k in keys]
+
+
+def _report(prepared: Prepared, diff: Diff) -> dict[str, Any]:
+    """The last build report, as kept in the manifest: counts and names, never a value."""
+    return {
+        "skipped": [s.to_dict() for s in prepared.skipped],
+        "warnings": [w.to_dict() for w in prepared.warnings],
+        "findings": prepared.findings,
+        "quarantined": [q.to_dict() for q in prepared.quarantined],
+        "diff": diff.to_dict(),
+        "embedded": 0 if diff.unchanged else diff.to_embed,
+        "reused": diff.reused,
+        "removed": diff.removed_chunks,
+        "relabelled": diff.relabelled_chunks,
+    }
+
+
+def _write_generation(
+    index_path: Path,
+    prepared: Prepared,
+    keys: list[str],
+    vectors: list[list[float]],
+    embedder: Embedder,
+    diff: Diff,
+) -> str:
+    from .store import ChromaStore
+
+    name = new_generation_name()
     gen_dir = index_path / name
     try:
-        vectors = embedder.embed([c.embed_text for c in chunks])
         store = ChromaStore(gen_dir, create=True)
-        store.add(chunks, vectors)
+        store.add(prepared.chunks, vectors, keys)
         query_encoder = None
         if isinstance(embedder, SentenceTransformerEmbedder):
             encoder = f"{ENCODERS}/{embedder.fingerprint}"
             if embedder.export_query_encoder(index_path / encoder):
                 query_encoder = encoder
+        counts: dict[str, int] = defaultdict(int)
+        for chunk in prepared.chunks:
+            counts[label_key(chunk.labels)] += 1
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             generation=name,
@@ -174,104 +333,18 @@ def _write_generation(
             model_id=embedder.model_id,
             dimension=embedder.dimension,
             max_tokens=embedder.max_tokens,
-            package_version=_package_version(),
-            chunks=len(chunks),
-            label_sets=sorted({label_key(c.labels) for c in chunks}),
+            chunker={"version": CHUNKER_VERSION, "max_tokens": embedder.max_tokens},
+            versions=package_versions(),
+            documents=prepared.documents,
+            chunks=len(prepared.chunks),
+            label_sets=sorted(counts),
+            label_set_counts=dict(sorted(counts.items())),
             query_encoder=query_encoder,
-            **report,
+            report=_report(prepared, diff),
         )
-        _atomic_write(gen_dir / "manifest.json", manifest.model_dump_json(indent=2))
-        _atomic_write(index_path / POINTER, name + "\n")
+        write_manifest(gen_dir, manifest)
+        publish(index_path, name)
     except BaseException:
         shutil.rmtree(gen_dir, ignore_errors=True)
         raise
-    return len(chunks)
-
-
-def read_pointer(index_path: Path) -> str | None:
-    """The name of the published generation, or None when nothing is published."""
-    try:
-        name = (index_path / POINTER).read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    return name or None
-
-
-def load_manifest(index_path: Path) -> tuple[Path, Manifest]:
-    """The published generation's folder and manifest."""
-    name = read_pointer(index_path)
-    if name is None:
-        raise IndexNotFoundError(
-            "no index has been built here (run: runbook-rag build SOURCE_DIR)", path=index_path
-        )
-    gen_dir = index_path / name
-    try:
-        manifest = Manifest.model_validate_json((gen_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise IndexStateError(
-            f"published generation {name} has no readable manifest: {exc}", path=index_path
-        ) from exc
-    if manifest.schema_version != SCHEMA_VERSION:
-        raise IndexStateError(
-            f"index schema {manifest.schema_version} is not supported "
-            f"(expected {SCHEMA_VERSION}); rebuild it",
-            path=index_path,
-        )
-    return gen_dir, manifest
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _remove_stale_generations(index_path: Path) -> None:
-    """Keep the published generation and the one before it (for rollback), and the query
-    encoders they use; remove everything else a build may have left behind."""
-    current = read_pointer(index_path)
-    generations = sorted(p for p in index_path.glob("gen-*") if p.is_dir())
-    complete = [p.name for p in generations if (p / "manifest.json").exists()]
-    older = [name for name in complete if name != current]
-    keep = {current, *older[-1:]}
-    encoders = set()
-    for path in generations:
-        if path.name not in keep:
-            shutil.rmtree(path, ignore_errors=True)
-            continue
-        with contextlib.suppress(OSError, ValueError):
-            manifest = Manifest.model_validate_json((path / "manifest.json").read_text(encoding="utf-8"))
-            encoders.add(manifest.query_encoder)
-    for path in (index_path / ENCODERS).glob("*"):
-        if f"{ENCODERS}/{path.name}" not in encoders:
-            shutil.rmtree(path, ignore_errors=True)
-    for tmp in index_path.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _build_lock(index_path: Path) -> Iterator[None]:
-    with open(index_path / LOCK, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise IndexStateError("another build holds the lock on this index", path=index_path) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _package_version() -> str:
-    try:
-        return version("runbook-rag")
-    except PackageNotFoundError:
-        return "0+unknown"
+    return name

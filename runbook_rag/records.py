@@ -194,6 +194,11 @@ class BuildReport:
     warnings: tuple[BuildWarning, ...] = ()
     findings: dict[str, dict[str, int]] = field(default_factory=dict)
     quarantined: tuple[Quarantined, ...] = ()
+    reused: int = 0
+    removed: int = 0
+    relabelled: int = 0
+    diff: dict[str, list[str]] = field(default_factory=dict)
+    dry_run: bool = False
 
     @property
     def cardholder_data_found(self) -> bool:
@@ -209,6 +214,11 @@ class BuildReport:
             "warnings": [w.to_dict() for w in self.warnings],
             "findings": self.findings,
             "quarantined": [q.to_dict() for q in self.quarantined],
+            "reused": self.reused,
+            "removed": self.removed,
+            "relabelled": self.relabelled,
+            "diff": self.diff,
+            "dry_run": self.dry_run,
             "seconds": round(self.seconds, 3),
             "generation": self.generation,
         }

@@ -71,16 +71,37 @@ class ChromaStore:
         except (ValueError, chromadb.errors.ChromaError) as exc:
             raise IndexStateError(f"cannot open the vector store: {exc}", path=path) from exc
 
-    def add(self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]]) -> None:
+    def add(
+        self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]], keys: Sequence[str]
+    ) -> None:
+        """Write chunks with their vectors and content keys."""
         step = max(1, min(5000, int(self._client.get_max_batch_size())))
         for i in range(0, len(chunks), step):
             batch = chunks[i : i + step]
             self._collection.add(
                 ids=[c.chunk_id for c in batch],
-                embeddings=list(embeddings[i : i + step]),
+                embeddings=cast(Any, list(embeddings[i : i + step])),
                 documents=[c.text for c in batch],
-                metadatas=[_metadata(c) for c in batch],
+                metadatas=[
+                    {**metadata_of(c), "content_key": k}
+                    for c, k in zip(batch, keys[i : i + step], strict=True)
+                ],
             )
+
+    def embeddings(self, ids: set[str]) -> dict[str, list[float]]:
+        """The stored vectors of ``ids`` (for reuse by the next generation)."""
+        out: dict[str, list[float]] = {}
+        wanted = sorted(ids)
+        for i in range(0, len(wanted), 5000):
+            got = self._collection.get(ids=wanted[i : i + 5000], include=["embeddings"])
+            out.update(
+                zip(
+                    got["ids"],
+                    (list(e.tolist() if hasattr(e, "tolist") else e) for e in got["embeddings"]),
+                    strict=True,
+                )
+            )
+        return out
 
     def query(self, embedding: Sequence[float], *, where: dict[str, Any], k: int) -> list[StoredMatch]:
         """Nearest chunks among those matching ``where``, searched inside Chroma's index.
@@ -147,7 +168,8 @@ class ChromaStore:
         return {cid: dict(meta or {}) for cid, meta in zip(got["ids"], got["metadatas"] or [], strict=True)}
 
 
-def _metadata(chunk: Chunk) -> dict[str, Any]:
+def metadata_of(chunk: Chunk) -> dict[str, Any]:
+    """The metadata stored with a chunk (its labels as a list and as a label-set key)."""
     return {
         "doc_id": chunk.doc_id,
         "source": chunk.source,

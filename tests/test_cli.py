@@ -178,7 +178,7 @@ def test_help_does_not_import_heavy_modules() -> None:
 def test_build_refuses_to_publish_an_empty_index(capsys, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "build", str(tmp_path / "empty"), "--index", str(tmp_path / "idx"))
-    assert code == 2 and "refusing to publish an empty index" in err
+    assert code == 2 and "refusing to replace the index with an empty one" in err
     assert not (tmp_path / "idx" / "CURRENT").exists()
 
 

@@ -172,7 +172,7 @@ def test_opening_with_another_model_is_a_clear_error(sample_index_path: Path) ->
 
 def test_chunk_ids_are_stable_across_rebuilds(sample_index_path: Path, model, tmp_path: Path) -> None:
     from runbook_rag.access import AccessMap
-    from runbook_rag.indexing import load_manifest
+    from runbook_rag.generations import load_manifest
 
     from .conftest import SAMPLE_MAP
 
@@ -191,7 +191,7 @@ def test_chunk_ids_are_stable_across_rebuilds(sample_index_path: Path, model, tm
 
 
 def test_every_stored_chunk_has_valid_labels_and_no_front_matter(sample_index_path: Path) -> None:
-    from runbook_rag.indexing import load_manifest
+    from runbook_rag.generations import load_manifest
 
     gen_dir, manifest = load_manifest(sample_index_path)
     metas = ChromaStore(gen_dir).all_metadata()

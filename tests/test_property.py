@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runbook_rag import Principal, RunbookIndex
-from runbook_rag.indexing import load_manifest
+from runbook_rag.generations import load_manifest
 from runbook_rag.store import ChromaStore
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,210 @@
+"""The on-disk layout of an index: generations, the pointer, manifests and the build lock.
+
+An index folder holds generations (``gen-*``), each a complete Chroma store plus a
+``manifest.json``, and a ``CURRENT`` pointer naming the one being served. A build
+writes a new generation and then publishes it by atomically replacing the pointer
+(write a temp file, fsync, ``os.replace``, fsync the folder), so a failed or killed
+build never touches what readers see; the next build removes what it left behind.
+Only one build runs per index at a time (an advisory file lock, released by the
+kernel when its holder dies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import IndexNotFoundError, IndexStateError
+
+SCHEMA_VERSION = 1
+POINTER = "CURRENT"
+LOCK = ".build.lock"
+ENCODERS = "encoders"
+MANIFEST = "manifest.json"
+
+
+class Manifest(BaseModel):
+    """What a generation holds and how it was built (``manifest.json``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    schema_version: int
+    generation: str
+    built_at: str
+    model_id: str
+    dimension: int
+    max_tokens: int
+    chunker: dict[str, Any] = {}
+    versions: dict[str, str] = {}
+    documents: int
+    chunks: int
+    label_sets: list[str]
+    label_set_counts: dict[str, int] = {}
+    query_encoder: str | None = None
+    report: dict[str, Any] = {}
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        return list(self.report.get("skipped", []))
+
+    @property
+    def findings(self) -> dict[str, dict[str, int]]:
+        return dict(self.report.get("findings", {}))
+
+    @property
+    def quarantined(self) -> list[dict[str, Any]]:
+        return list(self.report.get("quarantined", []))
+
+
+def new_generation_name() -> str:
+    """Sortable by creation time; unique across concurrent processes."""
+    return "gen-" + dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%f") + "-" + secrets.token_hex(3)
+
+
+def read_pointer(index_path: Path) -> str | None:
+    """The name of the published generation, or None when nothing is published."""
+    try:
+        name = (index_path / POINTER).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return name or None
+
+
+def load_manifest(index_path: Path) -> tuple[Path, Manifest]:
+    """The published generation's folder and manifest."""
+    name = read_pointer(index_path)
+    if name is None:
+        raise IndexNotFoundError(
+            "no index has been built here (run: runbook-rag build SOURCE_DIR)", path=index_path
+        )
+    gen_dir = index_path / name
+    try:
+        manifest = Manifest.model_validate_json((gen_dir / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise IndexStateError(
+            f"published generation {name} has no readable manifest: {exc}", path=index_path
+        ) from exc
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise IndexStateError(
+            f"index schema {manifest.schema_version} is not supported "
+            f"(expected {SCHEMA_VERSION}); rebuild it",
+            path=index_path,
+        )
+    return gen_dir, manifest
+
+
+def write_manifest(gen_dir: Path, manifest: Manifest) -> None:
+    atomic_write(gen_dir / MANIFEST, manifest.model_dump_json(indent=2))
+
+
+def publish(index_path: Path, name: str) -> None:
+    """Make generation ``name`` the one readers see, atomically."""
+    atomic_write(index_path / POINTER, name + "\n")
+
+
+def atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def remove_stale(index_path: Path) -> None:
+    """Keep the published generation and the one before it (for rollback), and the query
+    encoders they use; remove everything else, including what a killed build left."""
+    current = read_pointer(index_path)
+    generations = sorted(p for p in index_path.glob("gen-*") if p.is_dir())
+    complete = [p.name for p in generations if (p / MANIFEST).exists()]
+    older = [name for name in complete if name != current and name < (current or "")]
+    keep = {current, *older[-1:]}
+    encoders = set()
+    for path in generations:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            encoders.add(Manifest.model_validate_json((path / MANIFEST).read_text("utf-8")).query_encoder)
+    for path in (index_path / ENCODERS).glob("*"):
+        if f"{ENCODERS}/{path.name}" not in encoders:
+            shutil.rmtree(path, ignore_errors=True)
+    for tmp in index_path.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def build_lock(index_path: Path) -> Iterator[None]:
+    """Exclusive for the duration of a build; fails at once when another build holds it."""
+    with open(index_path / LOCK, "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexStateError(
+                "another build is running on this index (it holds the build lock); try again when it ends",
+                path=index_path,
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def verify_generation(index_path: Path, store: Any, manifest: Manifest) -> list[str]:
+    """Check a published generation: the store matches the manifest, every chunk has
+    valid labels, and nothing is left over on disk."""
+    from .access import LabelError, label_key, validate_labels
+
+    problems = []
+    metas = store.all_metadata()
+    if len(metas) != manifest.chunks:
+        problems.append(f"the store holds {len(metas)} chunks, the manifest says {manifest.chunks}")
+    counts: dict[str, int] = {}
+    for cid, meta in metas.items():
+        try:
+            labels = validate_labels(meta.get("acl"))
+        except LabelError as exc:
+            problems.append(f"chunk {cid}: {exc}")
+            continue
+        if meta.get("acl_key") != label_key(labels):
+            problems.append(f"chunk {cid}: label-set key does not match its labels")
+        counts[label_key(labels)] = counts.get(label_key(labels), 0) + 1
+        for name in ("source", "title", "heading_path", "start_line", "end_line", "content_key"):
+            if name not in meta:
+                problems.append(f"chunk {cid}: no {name}")
+    if sorted(counts) != manifest.label_sets:
+        problems.append("the label sets in the store differ from the manifest's")
+    if manifest.label_set_counts and counts != manifest.label_set_counts:
+        problems.append("chunk counts per label set differ from the manifest's")
+    current = read_pointer(index_path)
+    for path in index_path.glob("gen-*"):
+        if path.name != current and not (path / MANIFEST).exists():
+            problems.append(f"orphan: {path.name} is an unfinished generation (the next build removes it)")
+    if manifest.query_encoder and not (index_path / manifest.query_encoder).is_dir():
+        problems.append(f"the query encoder {manifest.query_encoder} is missing")
+    return problems
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in ("runbook-rag", "chromadb", "sentence-transformers", "torch", "onnxruntime"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -1,0 +1,222 @@
+"""Incremental, atomic, crash-safe rebuilds (real Chroma, real model)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runbook_rag import Principal, RunbookIndex
+from runbook_rag.errors import ConfigError, IndexStateError
+from runbook_rag.generations import POINTER, build_lock, load_manifest
+
+from .conftest import SAMPLES
+
+pytestmark = pytest.mark.slow
+
+FILES = [
+    "payments/card-authorisation-decline-spike.md",
+    "finance/ledger-kafka-consumer-lag.md",
+    "platform/pod-crashloop.md",
+    "security/hsm-outage.md",
+    "platform/postgres-replication-lag.md",
+]
+SRE = Principal("sam", frozenset({"sre", "payments-oncall"}))
+BUILD = (
+    "import sys\nfrom runbook_rag import RunbookIndex\nRunbookIndex.build([sys.argv[1]], path=sys.argv[2])\n"
+)
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    for name in FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLES / name, root / name)
+    return root
+
+
+@pytest.fixture
+def built(src: Path, tmp_path: Path, model) -> Path:
+    path = tmp_path / "idx"
+    report = RunbookIndex.build([src], path=path, embedder=model)
+    assert report.embedded == report.chunks > 0
+    return path
+
+
+def test_noop_rebuild_embeds_and_writes_nothing(src: Path, built: Path, model) -> None:
+    before = (built / POINTER).read_text()
+    report = RunbookIndex.build([src], path=built, embedder=model)
+    assert (report.embedded, report.removed, report.relabelled) == (0, 0, 0)
+    assert report.reused == report.chunks
+    assert report.diff == {"added": [], "changed": [], "relabelled": [], "removed": []}
+    assert (built / POINTER).read_text() == before
+
+
+def test_changed_document_reembeds_only_its_changed_chunks(src: Path, built: Path, model) -> None:
+    path = src / "platform/pod-crashloop.md"
+    path.write_text(path.read_text() + "\n## Postscript\n\nCheck the sidecar's OOM score too.\n")
+    report = RunbookIndex.build([src], path=built, embedder=model)
+    assert report.diff["changed"] == ["platform/pod-crashloop.md"]
+    assert report.embedded == 1
+    assert report.reused == report.chunks - 1
+    hits = RunbookIndex(built, embedder=model).search("sidecar OOM score postscript", principal=SRE, k=1)
+    assert hits[0].heading.endswith("Postscript")
+
+
+def test_removed_document_is_gone(src: Path, built: Path, model) -> None:
+    (src / "finance/ledger-kafka-consumer-lag.md").unlink()
+    report = RunbookIndex.build([src], path=built, embedder=model)
+    assert report.diff["removed"] == ["finance/ledger-kafka-consumer-lag.md"]
+    assert report.embedded == 0 and report.removed > 0
+    hits = RunbookIndex(built, embedder=model).search("ledger consumer lag", principal=SRE, k=10)
+    assert "finance/ledger-kafka-consumer-lag.md" not in {h.source for h in hits}
+
+
+def test_relabel_only_updates_labels_without_embedding(src: Path, built: Path, model) -> None:
+    path = src / "platform/pod-crashloop.md"
+    path.write_text(
+        path.read_text().replace("access: [sre, platform, payments-oncall]", "access: [platform]")
+    )
+    report = RunbookIndex.build([src], path=built, embedder=model)
+    assert report.diff["relabelled"] == ["platform/pod-crashloop.md"]
+    assert report.embedded == 0 and report.relabelled > 0
+    index = RunbookIndex(built, embedder=model)
+    assert "platform/pod-crashloop.md" not in {
+        h.source for h in index.search("pod crash loop", principal=SRE)
+    }
+    platform = Principal("p", frozenset({"platform"}))
+    assert index.search("pod crash loop", principal=platform)[0].source == "platform/pod-crashloop.md"
+
+
+def test_moved_file_is_not_reembedded(src: Path, built: Path, model) -> None:
+    (src / "archive").mkdir()
+    shutil.move(src / "platform/pod-crashloop.md", src / "archive/pod-crashloop.md")
+    report = RunbookIndex.build([src], path=built, embedder=model)
+    assert report.diff["added"] == ["archive/pod-crashloop.md"]
+    assert report.diff["removed"] == ["platform/pod-crashloop.md"]
+    assert report.embedded == 0
+
+
+def test_dry_run_reports_the_diff_and_writes_nothing(src: Path, built: Path, model) -> None:
+    before = sorted(p.name for p in built.iterdir())
+    (src / "security/hsm-outage.md").unlink()
+    report = RunbookIndex.build([src], path=built, embedder=model, dry_run=True)
+    assert report.dry_run and report.diff["removed"] == ["security/hsm-outage.md"]
+    assert sorted(p.name for p in built.iterdir()) == before
+    assert load_manifest(built)[1].documents == 5
+
+
+def test_empty_source_never_empties_the_index(tmp_path: Path, built: Path, model) -> None:
+    (tmp_path / "empty").mkdir()
+    before = (built / POINTER).read_text()
+    with pytest.raises(ConfigError, match="refusing"):
+        RunbookIndex.build([tmp_path / "empty"], path=built, embedder=model)
+    with pytest.raises(ConfigError, match="does not exist"):
+        RunbookIndex.build([tmp_path / "missing"], path=built, embedder=model)
+    assert (built / POINTER).read_text() == before
+
+
+def test_second_builder_fails_fast_with_a_lock_error(src: Path, built: Path, model) -> None:
+    with build_lock(built):
+        started = time.perf_counter()
+        with pytest.raises(IndexStateError, match="another build is running"):
+            RunbookIndex.build([src], path=built, embedder=model)
+        assert time.perf_counter() - started < 5
+
+
+def cli(*args: str) -> int:
+    from runbook_rag.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_index_info_and_verify(built: Path, capsys) -> None:
+    assert cli("index", "info", "--index", str(built), "--json") == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["documents"] == 5 and sum(info["label_set_counts"].values()) == info["chunks"]
+    assert info["model_id"] == "all-MiniLM-L6-v2" and info["report"]["embedded"] == info["chunks"]
+    assert cli("index", "info", "--index", str(built)) == 0
+    assert "chunks per label set:" in capsys.readouterr().out
+    assert cli("index", "verify", "--index", str(built)) == 0
+    assert capsys.readouterr().out.strip() == "ok"
+    (built / "gen-00000000T000000000000-dead00").mkdir()
+    assert cli("index", "verify", "--index", str(built)) == 1
+    assert "orphan" in capsys.readouterr().out
+
+
+def test_reader_in_a_loop_during_rebuilds_sees_no_error_and_old_or_new(src: Path, built: Path, model) -> None:
+    reader = RunbookIndex(built, embedder=model)  # long-lived, like a bot
+    old = {h.chunk_id for h in reader.search("ledger consumer lag", principal=SRE, k=3)}
+    ledger = src / "finance/ledger-kafka-consumer-lag.md"
+    ledger.write_text(ledger.read_text().replace("consumer lag", "consumer backlog"))
+    errors: list[BaseException] = []
+    seen: list[frozenset[str]] = []
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.is_set():
+            try:
+                seen.append(
+                    frozenset(h.chunk_id for h in reader.search("ledger consumer lag", principal=SRE, k=3))
+                )
+            except BaseException as exc:  # recorded, then asserted below
+                errors.append(exc)
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", BUILD, str(src), str(built)], capture_output=True, text=True
+        )
+    finally:
+        time.sleep(0.5)
+        done.set()
+        thread.join()
+    assert proc.returncode == 0, proc.stderr
+    assert not errors, errors[:1]
+    new = frozenset(
+        h.chunk_id
+        for h in RunbookIndex(built, embedder=model).search("ledger consumer lag", principal=SRE, k=3)
+    )
+    assert new != old
+    assert seen and set(seen) <= {frozenset(old), new}
+    assert seen[-1] == new  # the long-lived reader picked up the new generation
+
+
+def test_kill_9_at_any_moment_leaves_a_servable_index(src: Path, built: Path, model) -> None:
+    rng = random.Random(11)
+    target = src / "payments/card-authorisation-decline-spike.md"
+    killed = 0
+    for round_ in range(10):
+        target.write_text(
+            target.read_text() + f"\n## Round {round_}\n\nNote {round_}: check the BIN table.\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", BUILD, str(src), str(built)], stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.5, 9.0))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed += 1
+        proc.wait()
+        index = RunbookIndex(built, embedder=model)
+        assert index.search("card authorisation declines", principal=SRE, k=3)
+        report = RunbookIndex.build([src], path=built, embedder=model)
+        assert report.embedded <= 1
+        assert RunbookIndex(built, embedder=model).verify() == []
+    assert len(list(built.glob("gen-*"))) <= 2
+    assert killed >= 6  # most rounds really were killed mid-way
