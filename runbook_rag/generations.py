@@ -165,9 +165,9 @@ def build_lock(index_path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def verify_generation(index_path: Path, store: Any, manifest: Manifest) -> list[str]:
+def verify_generation(layout: Any, store: Any, manifest: Manifest) -> list[str]:
     """Check a published generation: the store matches the manifest, every chunk has
-    valid labels, and nothing is left over on disk."""
+    valid labels, and nothing is left over."""
     from .access import LabelError, label_key, validate_labels
 
     problems = []
@@ -191,11 +191,9 @@ def verify_generation(index_path: Path, store: Any, manifest: Manifest) -> list[
         problems.append("the label sets in the store differ from the manifest's")
     if manifest.label_set_counts and counts != manifest.label_set_counts:
         problems.append("chunk counts per label set differ from the manifest's")
-    current = read_pointer(index_path)
-    for path in index_path.glob("gen-*"):
-        if path.name != current and not (path / MANIFEST).exists():
-            problems.append(f"orphan: {path.name} is an unfinished generation (the next build removes it)")
-    if manifest.query_encoder and not (index_path / manifest.query_encoder).is_dir():
+    for name in layout.orphans():
+        problems.append(f"orphan: {name} is an unfinished or stale generation (the next build removes it)")
+    if manifest.query_encoder and not (layout.path / manifest.query_encoder).is_dir():
         problems.append(f"the query encoder {manifest.query_encoder} is missing")
     return problems
 
@@ -208,3 +206,158 @@ def package_versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return out
+
+
+class FileLayout:
+    """Generations as Chroma folders under the index folder (the embedded default)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def pointer(self) -> str | None:
+        return read_pointer(self.path)
+
+    def load(self) -> tuple[Any, Manifest]:
+        from .store import ChromaStore
+
+        gen_dir, manifest = load_manifest(self.path)
+        return ChromaStore(gen_dir), manifest
+
+    def create_store(self, name: str) -> Any:
+        from .store import ChromaStore
+
+        return ChromaStore(self.path / name, create=True)
+
+    def publish(self, manifest: Manifest) -> None:
+        write_manifest(self.path / manifest.generation, manifest)
+        publish(self.path, manifest.generation)
+
+    def update_manifest(self, manifest: Manifest) -> None:
+        write_manifest(self.path / manifest.generation, manifest)
+
+    def discard(self, name: str) -> None:
+        shutil.rmtree(self.path / name, ignore_errors=True)
+
+    def remove_stale(self) -> None:
+        remove_stale(self.path)
+
+    def orphans(self) -> list[str]:
+        current = self.pointer()
+        return [p.name for p in self.path.glob("gen-*") if p.name != current and not (p / MANIFEST).exists()]
+
+
+REGISTRY = "runbook-rag-registry"
+
+
+class ServerLayout:
+    """Generations as collections on a Chroma server, for several builders and bots.
+
+    The pointer and the published manifest live on the server too, in one record of a
+    registry collection (``runbook-rag-registry``, one record per index name): publishing
+    is a single-record upsert, so readers on any machine see the old generation or the
+    new one. The local index folder keeps only the build lock and the query encoder.
+    """
+
+    def __init__(self, path: Path, client: Any) -> None:
+        self.path = path
+        self.name = (
+            "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in path.resolve().name) or "default"
+        )
+        self._client = client
+        self._registry = client.get_or_create_collection(REGISTRY, embedding_function=None)
+
+    def _collection(self, generation: str) -> str:
+        return f"rr-{self.name}-{generation}"
+
+    def _record(self) -> tuple[str | None, dict[str, Any]]:
+        got = self._registry.get(ids=[self.name], include=["documents", "metadatas"])
+        if not got["ids"]:
+            return None, {}
+        return got["documents"][0], dict(got["metadatas"][0] or {})
+
+    def pointer(self) -> str | None:
+        return self._record()[1].get("generation") or None
+
+    def load(self) -> tuple[Any, Manifest]:
+        from .store import ChromaStore
+
+        document, _ = self._record()
+        if not document:
+            raise IndexNotFoundError(
+                f"no index named {self.name!r} on the Chroma server (run: runbook-rag build SOURCE_DIR)",
+                path=self.path,
+            )
+        try:
+            manifest = Manifest.model_validate_json(document)
+        except ValueError as exc:
+            raise IndexStateError(f"the published manifest is unreadable: {exc}", path=self.path) from exc
+        if manifest.schema_version != SCHEMA_VERSION:
+            raise IndexStateError(
+                f"index schema {manifest.schema_version} is not supported; rebuild it", path=self.path
+            )
+        return ChromaStore(client=self._client, collection=self._collection(manifest.generation)), manifest
+
+    def create_store(self, name: str) -> Any:
+        from .store import ChromaStore
+
+        return ChromaStore(client=self._client, collection=self._collection(name), create=True)
+
+    def publish(self, manifest: Manifest) -> None:
+        previous = self.pointer() or ""
+        self._write(
+            manifest, previous if previous != manifest.generation else self._record()[1].get("previous", "")
+        )
+
+    def update_manifest(self, manifest: Manifest) -> None:
+        self._write(manifest, self._record()[1].get("previous", ""))
+
+    def _write(self, manifest: Manifest, previous: str) -> None:
+        self._registry.upsert(
+            ids=[self.name],
+            embeddings=[[1.0]],
+            documents=[manifest.model_dump_json()],
+            metadatas=[{"generation": manifest.generation, "previous": previous}],
+        )
+
+    def discard(self, name: str) -> None:
+        from .store import drop_collection
+
+        drop_collection(self._client, self._collection(name))
+
+    def remove_stale(self) -> None:
+        from .store import drop_collection
+
+        for name in self._stale():
+            drop_collection(self._client, name)
+        for path in (self.path / ENCODERS).glob(".encoder-*"):
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _stale(self) -> list[str]:
+        from .store import list_collections
+
+        _, meta = self._record()
+        keep = {self._collection(g) for g in (meta.get("generation"), meta.get("previous")) if g}
+        prefix = f"rr-{self.name}-gen-"
+        return [n for n in list_collections(self._client) if n.startswith(prefix) and n not in keep]
+
+    def orphans(self) -> list[str]:
+        return self._stale()
+
+
+def open_layout(path: Path, settings: Any) -> FileLayout | ServerLayout:
+    """The layout the settings select: a Chroma server when ``chroma_host`` is set."""
+    if not getattr(settings, "chroma_host", None):
+        return FileLayout(path)
+    from .store import server_client
+
+    token = settings.chroma_token.get_secret_value() if settings.chroma_token else None
+    client = server_client(
+        host=settings.chroma_host,
+        port=settings.chroma_port,
+        ssl=settings.chroma_ssl,
+        token=token,
+        tenant=settings.chroma_tenant,
+        database=settings.chroma_database,
+    )
+    path.mkdir(parents=True, exist_ok=True)
+    return ServerLayout(path, client)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,7 +13,7 @@ from .access import AccessMap
 from .answer import extractive_answer
 from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
 from .errors import EmbeddingError, ModelMismatchError
-from .generations import Manifest, load_manifest, read_pointer, verify_generation
+from .generations import Manifest, ServerLayout, open_layout, verify_generation
 from .indexing import build_index
 from .records import Answer, BuildReport, Hit, Principal
 from .retrieval import dense_search
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from .store import ChromaStore
 
 log = logging.getLogger("runbook_rag")
+REFRESH_SECONDS = 1.0
 
 
 class RunbookIndex:
@@ -48,6 +50,8 @@ class RunbookIndex:
         self._manifest: Manifest | None = None
         self._query_encoder: OnnxQueryEncoder | None = None
         self._query_encoder_name: str | None = None
+        self._checked = 0.0
+        self._layout = open_layout(self.path, self.settings)
         self._open()
 
     @classmethod
@@ -71,9 +75,11 @@ class RunbookIndex:
         settings = settings or Settings()
         if access_map is not None and not isinstance(access_map, AccessMap):
             access_map = AccessMap.load(access_map)
+        index_path = Path(path) if path is not None else settings.index
         return build_index(
             sources,
-            index_path=Path(path) if path is not None else settings.index,
+            index_path=index_path,
+            layout=open_layout(index_path, settings),
             embedder=embedder or SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size),
             access_map=access_map,
             allow_empty=allow_empty,
@@ -96,7 +102,7 @@ class RunbookIndex:
         """Problems found when checking the store against the manifest (empty when sound)."""
         self._refresh()
         assert self._store is not None and self._manifest is not None
-        return verify_generation(self.path, self._store, self._manifest)
+        return verify_generation(self._layout, self._store, self._manifest)
 
     def search(self, query: str, *, principal: Principal, k: int | None = None) -> list[Hit]:
         """The best chunks for ``query`` among those ``principal`` may read, best first."""
@@ -117,9 +123,7 @@ class RunbookIndex:
         return extractive_answer(question, hits, abstain_below=self.settings.abstain_below)
 
     def _open(self) -> None:
-        from .store import ChromaStore
-
-        gen_dir, manifest = load_manifest(self.path)
+        store, manifest = self._layout.load()
         model_id = self._embedder.model_id if self._embedder else resolve_model(self.settings.model)[1]
         if manifest.model_id != model_id or (
             self._embedder and self._embedder.dimension != manifest.dimension
@@ -129,14 +133,21 @@ class RunbookIndex:
                 f"but {model_id!r} is configured; rebuild the index or set the model it was built with",
                 path=self.path,
             )
-        self._store = ChromaStore(gen_dir)
+        self._store = store
         self._manifest = manifest
         self._generation = manifest.generation
 
     def _refresh(self) -> None:
-        if read_pointer(self.path) != self._generation:
+        # A local pointer is one small file read per query; a server's is a request, made at
+        # most once per REFRESH_SECONDS.
+        if isinstance(self._layout, ServerLayout):
+            now = time.monotonic()
+            if now - self._checked < REFRESH_SECONDS:
+                return
+            self._checked = now
+        if self._layout.pointer() != self._generation:
             with self._lock:
-                if read_pointer(self.path) != self._generation:
+                if self._layout.pointer() != self._generation:
                     self._open()
 
     def _query_embedder(self) -> Embedder | OnnxQueryEncoder:

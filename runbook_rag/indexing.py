@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -30,15 +29,12 @@ from .errors import ConfigError, IndexStateError, SourceError
 from .generations import (
     ENCODERS,
     SCHEMA_VERSION,
+    FileLayout,
     Manifest,
+    ServerLayout,
     build_lock,
-    load_manifest,
     new_generation_name,
     package_versions,
-    publish,
-    read_pointer,
-    remove_stale,
-    write_manifest,
 )
 from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
@@ -139,6 +135,7 @@ def build_index(
     *,
     index_path: Path | str,
     embedder: Embedder,
+    layout: FileLayout | ServerLayout | None = None,
     access_map: AccessMap | None = None,
     allow_empty: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -157,6 +154,7 @@ def build_index(
         if not source_dir.is_dir():
             raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
     index_path.mkdir(parents=True, exist_ok=True)
+    layout = layout or FileLayout(index_path)
     with build_lock(index_path):
         prepared = prepare(source_dirs, embedder=embedder, access_map=access_map, max_bytes=max_bytes)
         if not prepared.chunks and not allow_empty:
@@ -170,20 +168,20 @@ def build_index(
             c.chunk_id: {**metadata_of(c), "content_key": k}
             for c, k in zip(prepared.chunks, keys, strict=True)
         }
-        old_store, old_meta = _published_state(index_path, embedder)
+        old_store, old_meta = _published_state(layout, embedder)
         diff = _diff(old_meta, new_meta)
-        generation = read_pointer(index_path) or ""
+        generation = layout.pointer() or ""
         if not dry_run and not diff.unchanged:
             vectors = _vectors(prepared.chunks, keys, old_store, old_meta, embedder, progress=progress)
-            generation = _write_generation(index_path, prepared, keys, vectors, embedder, diff)
+            generation = _write_generation(layout, prepared, keys, vectors, embedder, diff)
         elif not dry_run:
-            # Nothing to re-index; keep the last build report current (an atomic file replace).
-            gen_dir, manifest = load_manifest(index_path)
+            # Nothing to re-index; keep the last build report current (an atomic replace).
+            _, manifest = layout.load()
             report = _report(prepared, diff)
             if manifest.report != report:
-                write_manifest(gen_dir, manifest.model_copy(update={"report": report}))
+                layout.update_manifest(manifest.model_copy(update={"report": report}))
         if not dry_run:
-            remove_stale(index_path)
+            layout.remove_stale()
     return BuildReport(
         documents=prepared.documents,
         chunks=len(prepared.chunks),
@@ -202,17 +200,16 @@ def build_index(
     )
 
 
-def _published_state(index_path: Path, embedder: Embedder) -> tuple[Any, dict[str, dict[str, Any]]]:
+def _published_state(
+    layout: FileLayout | ServerLayout, embedder: Embedder
+) -> tuple[Any, dict[str, dict[str, Any]]]:
     """The published store and its chunk metadata, when its vectors can be reused."""
-    from .store import ChromaStore
-
-    if read_pointer(index_path) is None:
+    if layout.pointer() is None:
         return None, {}
     try:
-        gen_dir, manifest = load_manifest(index_path)
+        store, manifest = layout.load()
         if manifest.model_id != embedder.model_id or manifest.dimension != embedder.dimension:
             return None, {}  # another model: nothing to reuse
-        store = ChromaStore(gen_dir)
         return store, store.all_metadata()
     except IndexStateError as exc:
         log.warning("the published generation cannot be read (%s): rebuilding from scratch", exc.reason)
@@ -304,47 +301,44 @@ def _report(prepared: Prepared, diff: Diff) -> dict[str, Any]:
 
 
 def _write_generation(
-    index_path: Path,
+    layout: FileLayout | ServerLayout,
     prepared: Prepared,
     keys: list[str],
     vectors: list[list[float]],
     embedder: Embedder,
     diff: Diff,
 ) -> str:
-    from .store import ChromaStore
-
     name = new_generation_name()
-    gen_dir = index_path / name
     try:
-        store = ChromaStore(gen_dir, create=True)
+        store = layout.create_store(name)
         store.add(prepared.chunks, vectors, keys)
         query_encoder = None
         if isinstance(embedder, SentenceTransformerEmbedder):
             encoder = f"{ENCODERS}/{embedder.fingerprint}"
-            if embedder.export_query_encoder(index_path / encoder):
+            if embedder.export_query_encoder(layout.path / encoder):
                 query_encoder = encoder
         counts: dict[str, int] = defaultdict(int)
         for chunk in prepared.chunks:
             counts[label_key(chunk.labels)] += 1
-        manifest = Manifest(
-            schema_version=SCHEMA_VERSION,
-            generation=name,
-            built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            model_id=embedder.model_id,
-            dimension=embedder.dimension,
-            max_tokens=embedder.max_tokens,
-            chunker={"version": CHUNKER_VERSION, "max_tokens": embedder.max_tokens},
-            versions=package_versions(),
-            documents=prepared.documents,
-            chunks=len(prepared.chunks),
-            label_sets=sorted(counts),
-            label_set_counts=dict(sorted(counts.items())),
-            query_encoder=query_encoder,
-            report=_report(prepared, diff),
+        layout.publish(
+            Manifest(
+                schema_version=SCHEMA_VERSION,
+                generation=name,
+                built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                model_id=embedder.model_id,
+                dimension=embedder.dimension,
+                max_tokens=embedder.max_tokens,
+                chunker={"version": CHUNKER_VERSION, "max_tokens": embedder.max_tokens},
+                versions=package_versions(),
+                documents=prepared.documents,
+                chunks=len(prepared.chunks),
+                label_sets=sorted(counts),
+                label_set_counts=dict(sorted(counts.items())),
+                query_encoder=query_encoder,
+                report=_report(prepared, diff),
+            )
         )
-        write_manifest(gen_dir, manifest)
-        publish(index_path, name)
     except BaseException:
-        shutil.rmtree(gen_dir, ignore_errors=True)
+        layout.discard(name)
         raise
     return name

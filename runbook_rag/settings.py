@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +24,14 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(
         5 * 1024 * 1024, ge=1024, description="Source files larger than this are skipped, unread."
     )
+    chroma_host: str | None = Field(
+        None, description="A Chroma server's host: generations then live there, not under the index folder."
+    )
+    chroma_port: int = Field(8000, ge=1, le=65535)
+    chroma_ssl: bool = False
+    chroma_token: SecretStr | None = Field(None, description="Sent as 'Authorization: Bearer <token>'.")
+    chroma_tenant: str = "default_tenant"
+    chroma_database: str = "default_database"
     abstain_below: float = Field(
         0.39,
         ge=0.0,

@@ -8,6 +8,7 @@ match exact search at the sizes we measured.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Sequence
@@ -50,26 +51,33 @@ class StoredMatch:
 class ChromaStore:
     """Chunks, their embeddings and metadata in one Chroma collection."""
 
-    def __init__(self, path: Path, *, create: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | None = None,
+        *,
+        create: bool = False,
+        client: Any = None,
+        collection: str = COLLECTION,
+    ) -> None:
+        """The collection in a local store at ``path``, or ``collection`` through ``client``
+        (a Chroma server, see :func:`server_client`)."""
         import chromadb
-        from chromadb.config import Settings as ChromaSettings
 
+        where = str(path) if path is not None else collection
         self.path = path
+        self.name = collection
         self._lock = threading.Lock()
         self._allowed: dict[str, list[str]] = {}
         try:
-            self._client = chromadb.PersistentClient(
-                path=str(path),
-                settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False),
-            )
+            self._client = client if client is not None else local_client(path)  # type: ignore[arg-type]
             if create:
                 self._collection = self._client.create_collection(
-                    COLLECTION, configuration=cast(Any, {"hnsw": HNSW}), embedding_function=None
+                    collection, configuration=cast(Any, {"hnsw": HNSW}), embedding_function=None
                 )
             else:
-                self._collection = self._client.get_collection(COLLECTION, embedding_function=None)
+                self._collection = self._client.get_collection(collection, embedding_function=None)
         except (ValueError, chromadb.errors.ChromaError) as exc:
-            raise IndexStateError(f"cannot open the vector store: {exc}", path=path) from exc
+            raise IndexStateError(f"cannot open the vector store: {exc}", path=where) from exc
 
     def add(
         self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]], keys: Sequence[str]
@@ -180,3 +188,47 @@ def metadata_of(chunk: Chunk) -> dict[str, Any]:
         "acl": list(chunk.labels),
         "acl_key": label_key(chunk.labels),
     }
+
+
+def local_client(path: Path) -> Any:
+    """An embedded Chroma store in ``path`` (one process writes it at a time)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    return chromadb.PersistentClient(
+        path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    )
+
+
+def server_client(*, host: str, port: int, ssl: bool, token: str | None, tenant: str, database: str) -> Any:
+    """A client of a Chroma server (``chroma run`` or a distributed deployment)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    try:
+        return chromadb.HttpClient(
+            host=host,
+            port=port,
+            ssl=ssl,
+            headers=headers,
+            tenant=tenant,
+            database=database,
+            settings=ChromaSettings(anonymized_telemetry=False),
+        )
+    except (ValueError, chromadb.errors.ChromaError) as exc:
+        # The message names the server, never the token.
+        raise IndexStateError(
+            f"cannot reach the Chroma server: {type(exc).__name__}", path=f"{host}:{port}"
+        ) from None
+
+
+def list_collections(client: Any) -> list[str]:
+    return [c if isinstance(c, str) else c.name for c in client.list_collections()]
+
+
+def drop_collection(client: Any, name: str) -> None:
+    import chromadb
+
+    with contextlib.suppress(ValueError, chromadb.errors.ChromaError):
+        client.delete_collection(name)

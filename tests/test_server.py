@@ -1,0 +1,111 @@
+"""The same index on a real Chroma server (`chroma run`), started on 127.0.0.1 for these tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runbook_rag import Principal, RunbookIndex, Settings
+from runbook_rag.access import AccessMap
+from runbook_rag.generations import ServerLayout
+
+from .conftest import SAMPLE_MAP, SAMPLES
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    port = free_port()
+    data = tmp_path_factory.mktemp("chroma-server")
+    chroma = Path(sys.executable).with_name("chroma")
+    proc = subprocess.Popen(
+        [str(chroma), "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("chroma run did not start") from None
+                time.sleep(0.2)
+        yield port
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server_index(
+    chroma_server: int, tmp_path_factory: pytest.TempPathFactory, model
+) -> tuple[Path, Settings]:
+    settings = Settings(chroma_host="127.0.0.1", chroma_port=chroma_server)
+    path = tmp_path_factory.mktemp("srv") / "sample"
+    report = RunbookIndex.build(
+        [SAMPLES], path=path, access_map=AccessMap.load(SAMPLE_MAP), settings=settings, embedder=model
+    )
+    assert report.documents == 34 and report.embedded == report.chunks
+    return path, settings
+
+
+def test_generations_live_on_the_server_not_on_disk(server_index) -> None:
+    path, settings = server_index
+    index = RunbookIndex(path, settings=settings)
+    assert isinstance(index._layout, ServerLayout)
+    assert not list(path.glob("gen-*"))  # only the lock and the query encoder are local
+    assert index.manifest.documents == 34
+    assert index.verify() == []
+
+
+def test_search_and_leaks_behave_as_embedded(server_index) -> None:
+    path, settings = server_index
+    index = RunbookIndex(path, settings=settings)
+    sre = Principal("sam", frozenset({"sre", "payments-oncall"}))
+    dba = Principal("dee", frozenset({"dba"}))
+    question = "postgres primary is down, how do I fail over with patroni"
+    assert index.search(question, principal=dba, k=3)[0].source == "platform/postgres-primary-failover.md"
+    hits = index.search(question, principal=sre, k=50)
+    assert "platform/postgres-primary-failover.md" not in {h.source for h in hits}
+    assert all(set(h.labels) & sre.groups for h in hits)
+    assert index.search(question, principal=Principal("nobody")) == []
+
+
+def test_noop_rebuild_and_a_second_index_on_the_same_server(server_index, tmp_path: Path, model) -> None:
+    path, settings = server_index
+    again = RunbookIndex.build(
+        [SAMPLES], path=path, access_map=AccessMap.load(SAMPLE_MAP), settings=settings, embedder=model
+    )
+    assert again.embedded == 0 and again.reused == again.chunks
+    other = tmp_path / "other"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.md").write_text("---\ntitle: A\naccess: [sre]\n---\n# A\n\nRestart the ledger writer.\n")
+    RunbookIndex.build([src], path=other, settings=settings, embedder=model)
+    sre = Principal("s", frozenset({"sre"}))
+    assert RunbookIndex(other, settings=settings).search("ledger writer", principal=sre)[0].source == "a.md"
+    assert RunbookIndex(path, settings=settings).manifest.documents == 34
