@@ -220,3 +220,14 @@ def test_kill_9_at_any_moment_leaves_a_servable_index(src: Path, built: Path, mo
         assert RunbookIndex(built, embedder=model).verify() == []
     assert len(list(built.glob("gen-*"))) <= 2
     assert killed >= 6  # most rounds really were killed mid-way
+
+
+def test_cli_dry_run_prints_the_diff(src: Path, built: Path, capsys) -> None:
+    (src / "platform/pod-crashloop.md").unlink()
+    assert cli("build", str(src), "--index", str(built), "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing written" in out and "removed    platform/pod-crashloop.md" in out
+    assert cli("build", str(src), "--index", str(built), "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["diff"]["removed"] == ["platform/pod-crashloop.md"] and report["embedded"] == 0
+    assert {"embedded", "reused", "removed", "relabelled", "seconds"} <= set(report)
