@@ -150,8 +150,8 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 def visible_label_keys(principal: Principal, label_keys: Iterable[str]) -> list[str]:
     """The label-set keys of an index that ``principal`` may read, sorted."""
     if not principal.groups:
-        return []
-    return sorted(k for k in label_keys if principal.groups.intersection(k.split(LABEL_SEP)))
+        return []  # deny by default: no groups, nothing (not even per-user pages)
+    return sorted(k for k in label_keys if principal.labels.intersection(k.split(LABEL_SEP)))
 
 
 def where_filter(principal: Principal, label_keys: Iterable[str]) -> dict[str, Any] | None:
@@ -170,7 +170,7 @@ def where_filter(principal: Principal, label_keys: Iterable[str]) -> dict[str, A
 
 def is_entitled(principal: Principal, labels: Sequence[str]) -> bool:
     """True when the principal holds at least one of the labels."""
-    return bool(principal.groups.intersection(labels))
+    return bool(principal.groups) and bool(principal.labels.intersection(labels))
 
 
 def check_entitled(principal: Principal, *, chunk_id: str, labels: Sequence[str]) -> None:

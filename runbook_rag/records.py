@@ -27,6 +27,12 @@ class Principal:
                 clean.add(group.strip())
         object.__setattr__(self, "groups", frozenset(clean))
 
+    @property
+    def labels(self) -> frozenset[str]:
+        """What the principal may match: its groups and ``user:<its id>`` (for per-user
+        restrictions), the latter only for a non-empty id."""
+        return self.groups | {f"user:{self.user_id}"} if self.user_id.strip() else self.groups
+
 
 @dataclass(frozen=True, slots=True)
 class Document:

@@ -69,7 +69,7 @@ def server_index(
     report = RunbookIndex.build(
         [SAMPLES], path=path, access_map=AccessMap.load(SAMPLE_MAP), settings=settings, embedder=model
     )
-    assert report.documents == 34 and report.embedded == report.chunks
+    assert report.documents == 35 and report.embedded == report.chunks
     return path, settings
 
 
@@ -78,7 +78,7 @@ def test_generations_live_on_the_server_not_on_disk(server_index) -> None:
     index = RunbookIndex(path, settings=settings)
     assert isinstance(index._layout, ServerLayout)
     assert not list(path.glob("gen-*"))  # only the lock and the query encoder are local
-    assert index.manifest.documents == 34
+    assert index.manifest.documents == 35
     assert index.verify() == []
 
 
@@ -108,4 +108,4 @@ def test_noop_rebuild_and_a_second_index_on_the_same_server(server_index, tmp_pa
     RunbookIndex.build([src], path=other, settings=settings, embedder=model)
     sre = Principal("s", frozenset({"sre"}))
     assert RunbookIndex(other, settings=settings).search("ledger writer", principal=sre)[0].source == "a.md"
-    assert RunbookIndex(path, settings=settings).manifest.documents == 34
+    assert RunbookIndex(path, settings=settings).manifest.documents == 35

@@ -7,6 +7,7 @@ file (and line) so the rest of the build goes on.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from ..access import AccessMap
 from ..errors import ConfigError, SourceError
 from ..records import BuildWarning, Document, Skipped
 from ..redaction import redact
-from . import markdown
+from . import confluence, markdown
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 
@@ -26,7 +27,7 @@ def discover(source_dir: Path) -> Iterator[tuple[Path, str]]:
     for root, dirs, files in os.walk(source_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith(".") or not name.lower().endswith(markdown.SUFFIXES):
+            if name.startswith(".") or not name.lower().endswith(markdown.SUFFIXES + confluence.SUFFIXES):
                 continue
             path = Path(root) / name
             yield path, path.relative_to(source_dir).as_posix()
@@ -71,12 +72,36 @@ def load_documents(
             seen.add(source)
             try:
                 text = read_text(path, source=source, max_bytes=max_bytes)
-                doc = markdown.parse_markdown(text, source=source, access_map=access_map, warnings=warnings)
+                if path.suffix.lower() in confluence.SUFFIXES:
+                    sidecar = _sidecar(path, source=source, max_bytes=max_bytes)
+                    doc = confluence.parse_confluence(
+                        text, source=source, access_map=access_map, sidecar=sidecar, warnings=warnings
+                    )
+                else:
+                    doc = markdown.parse_markdown(
+                        text, source=source, access_map=access_map, warnings=warnings
+                    )
                 documents.append(doc)
             except SourceError as exc:
                 skipped.append(Skipped(redact(exc.source).text, redact(exc.reason).text, exc.line))
     warnings = [BuildWarning(redact(w.source).text, redact(w.message).text, w.line) for w in warnings]
     return Loaded(documents, skipped, warnings)
+
+
+def _sidecar(path: Path, *, source: str, max_bytes: int) -> dict[str, object] | None:
+    """A page's metadata from ``<same name>.json`` next to it, when there is one."""
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(read_text(side, source=source + " (sidecar)", max_bytes=max_bytes))
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            f"sidecar {side.name} is not valid JSON: {exc.msg}", source=source, line=exc.lineno
+        ) from None
+    if not isinstance(data, dict):
+        raise SourceError(f"sidecar {side.name} must be a JSON object", source=source)
+    return data
 
 
 def read_text(path: Path, *, source: str, max_bytes: int = DEFAULT_MAX_BYTES) -> str:

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from runbook_rag import Principal, RunbookIndex
+from runbook_rag.access import AccessMap, AccessRule
+from runbook_rag.chunking import chunk_document
+from runbook_rag.errors import AccessLabelError, SourceError
+from runbook_rag.sources import load_documents
+from runbook_rag.sources.confluence import parse_confluence, render_storage
+
+from .conftest import CORPUS
+
+STORAGE = CORPUS / "confluence-storage"
+ALL = AccessMap((AccessRule("**", ("payments-oncall", "sre", "security")),))
+
+
+def render(xml: str) -> str:
+    return render_storage(xml, source="page.xml").markdown
+
+
+@pytest.mark.parametrize(
+    ("xml", "expected"),
+    [
+        ("<h2>Diagnosis</h2><p>Check <strong>lag</strong>.</p>", "## Diagnosis\n\nCheck **lag**."),
+        ("<ul><li>one</li><li>two</li></ul>", "- one\n- two"),
+        ("<ol><li>first</li><li>second</li></ol>", "1. first\n2. second"),
+        (
+            "<table><tr><th>Code</th><th>Meaning</th></tr><tr><td>05</td><td>Do not honour</td></tr></table>",
+            "| Code | Meaning |\n|---|---|\n| 05 | Do not honour |",
+        ),
+        (
+            '<ac:structured-macro ac:name="code"><ac:parameter ac:name="language">sql</ac:parameter>'
+            "<ac:plain-text-body><![CDATA[SELECT 1;\n-- # not a heading\nSELECT 2;]]></ac:plain-text-body>"
+            "</ac:structured-macro>",
+            "```sql\nSELECT 1;\n-- # not a heading\nSELECT 2;\n```",
+        ),
+        (
+            '<ac:structured-macro ac:name="noformat"><ac:plain-text-body><![CDATA[raw <text>]]>'
+            "</ac:plain-text-body></ac:structured-macro>",
+            "```\nraw <text>\n```",
+        ),
+        (
+            '<ac:structured-macro ac:name="warning"><ac:rich-text-body><p>Do not revoke.</p>'
+            "</ac:rich-text-body></ac:structured-macro>",
+            "> **Warning:** Do not revoke.",
+        ),
+        (
+            '<ac:structured-macro ac:name="expand"><ac:parameter ac:name="title">Details</ac:parameter>'
+            "<ac:rich-text-body><p>Hidden steps.</p></ac:rich-text-body></ac:structured-macro>",
+            "**Details**\n\nHidden steps.",
+        ),
+        (
+            '<p>State: <ac:structured-macro ac:name="status"><ac:parameter ac:name="title">in progress'
+            "</ac:parameter></ac:structured-macro></p>",
+            "State: [IN PROGRESS]",
+        ),
+        (
+            "<ac:task-list><ac:task><ac:task-status>complete</ac:task-status><ac:task-body>Rotate</ac:task-body>"
+            "</ac:task></ac:task-list>",
+            "- [x] Rotate",
+        ),
+        ('<p>See <ac:link><ri:page ri:content-title="HSM down" /></ac:link>.</p>', "See HSM down."),
+        (
+            '<p><ac:link><ri:attachment ri:filename="runbook.pdf" /></ac:link></p>',
+            "runbook.pdf",
+        ),
+        ('<ac:image ac:alt="topology"><ri:attachment ri:filename="t.png" /></ac:image>', "[image: topology]"),
+        ('<ac:image><ri:attachment ri:filename="t.png" /></ac:image>', "[image: t.png]"),
+        ("<p>a&nbsp;b &amp; c</p>", "a\u00a0b & c"),
+    ],
+)
+def test_storage_elements_render_to_markdown(xml: str, expected: str) -> None:
+    assert render(xml).strip() == expected
+
+
+def test_nested_macros_keep_their_code_whole() -> None:
+    xml = (
+        '<ac:structured-macro ac:name="panel"><ac:rich-text-body>'
+        '<ac:structured-macro ac:name="expand"><ac:rich-text-body>'
+        '<ac:structured-macro ac:name="code"><ac:parameter ac:name="language">bash</ac:parameter>'
+        "<ac:plain-text-body><![CDATA[kubectl -n payments get pods\n# then\nkubectl logs x]]>"
+        "</ac:plain-text-body>"
+        "</ac:structured-macro></ac:rich-text-body></ac:structured-macro></ac:rich-text-body></ac:structured-macro>"
+    )
+    assert "kubectl -n payments get pods\n> # then\n> kubectl logs x" in render(xml)
+
+
+def test_unknown_macro_keeps_text_and_is_reported_once_and_include_is_dropped() -> None:
+    xml = (
+        '<ac:structured-macro ac:name="fancy"><ac:rich-text-body><p>kept one</p></ac:rich-text-body>'
+        '</ac:structured-macro><ac:structured-macro ac:name="fancy"><ac:rich-text-body><p>kept two</p>'
+        '</ac:rich-text-body></ac:structured-macro><ac:structured-macro ac:name="include"><ac:parameter '
+        'ac:name=""><ac:link><ri:page ri:content-title="Shared steps" /></ac:link></ac:parameter>'
+        "</ac:structured-macro>"
+    )
+    out = render_storage(xml, source="p.xml")
+    assert "kept one" in out.markdown and "kept two" in out.markdown and "Shared steps" not in out.markdown
+    assert out.notes == [
+        "unknown macro 'fancy': its text is kept",
+        "include of page 'Shared steps' dropped (included pages are not inlined)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        '<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><p>&lol2;</p>',
+        '<!DOCTYPE x [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><p>&xxe;</p>',
+        '<!DOCTYPE x [<!ENTITY xxe SYSTEM "http://127.0.0.1:9/x">]><p>&xxe;</p>',
+        '<p><!ENTITY e "x"></p>',
+        "<p>unclosed",
+        "<p>bad &undefinedentity; here</p>",
+    ],
+)
+def test_malicious_or_broken_xml_is_a_clear_error(xml: str) -> None:
+    with pytest.raises(SourceError) as err:
+        render_storage(xml, source="evil.xml")
+    assert err.value.source == "evil.xml"
+
+
+def test_restrictions_of_the_page_and_every_ancestor_narrow_the_labels() -> None:
+    sidecar = {
+        "title": "T",
+        "url": "https://wiki/x",
+        "restrictions": {"groups": ["sre", "security", "payments-oncall"]},
+        "ancestors": [
+            {"title": "Parent", "restrictions": {"groups": ["security", "dba"]}},
+            {"title": "Root"},
+        ],
+    }
+    doc = parse_confluence("<p>x</p>", source="p.xml", access_map=ALL, sidecar=sidecar)
+    assert doc.labels == ("security",) and doc.title == "T" and doc.metadata["url"] == "https://wiki/x"
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "reason"),
+    [
+        ({"ancestors": [{"title": "Parent", "readable": False}]}, "ancestor 1 cannot be read"),
+        ({"ancestors": [{"restrictions": {"groups": ["dba"]}}]}, "no group may read it"),
+        ({"restrictions": {"users": ["u42"]}}, "no group may read it"),
+        ({"restrictions": "sre"}, "must be an object"),
+        ({"restrictions": {"groups": ["a,b"]}}, "invalid group name"),
+    ],
+)
+def test_unreadable_or_empty_restrictions_fail_closed(sidecar: dict, reason: str) -> None:
+    with pytest.raises(AccessLabelError, match=reason):
+        parse_confluence("<p>x</p>", source="p.xml", access_map=ALL, sidecar=sidecar)
+
+
+def test_without_sidecar_or_rule_the_page_is_not_indexed(tmp_path: Path) -> None:
+    (tmp_path / "page.xml").write_text("<h1>Page</h1><p>text</p>")
+    (tmp_path / "bad.xml").write_text("<p>x</p>")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    loaded = load_documents([tmp_path])
+    assert not loaded.documents
+    reasons = {s.source: s.reason for s in loaded.skipped}
+    assert "no access map given" in reasons["page.xml"] and "must be a JSON object" in reasons["bad.xml"]
+    loaded = load_documents([tmp_path], access_map=ALL)
+    assert [(d.source, d.title) for d in loaded.documents] == [("page.xml", "Page")]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not STORAGE.is_dir(), reason="the shared corpus is not here")
+def test_real_storage_files_parse_and_every_code_macro_stays_whole_in_one_chunk(model) -> None:
+    files = sorted(p for p in STORAGE.rglob("*") if p.suffix in (".xml", ".html"))
+    assert len(files) >= 20
+    seen = 0
+    for path in files:
+        text = path.read_text()
+        doc = parse_confluence(text, source=path.name, access_map=ALL)
+        chunks = chunk_document(doc, count_tokens=model.count_tokens, max_tokens=model.max_tokens)
+        bodies = re.findall(
+            r'ac:name="code".*?<ac:plain-text-body><!\[CDATA\[(.*?)\]\]></ac:plain-text-body>', text, re.S
+        )
+        position = 0
+        joined = "\n".join(c.text for c in chunks)
+        for body in bodies:
+            body = body.strip("\n")
+            holders = [c for c in chunks if body in c.text or body.replace("\n", "\n> ") in c.text]
+            assert holders, f"{path.name}: a code macro is not whole in any chunk"
+            found = joined.find(body.split("\n")[0], position)
+            assert found >= position, f"{path.name}: code macros out of order"
+            position = found
+            seen += 1
+    assert seen >= 20
+
+
+@pytest.mark.slow
+def test_page_restricted_only_through_its_parent_is_invisible_outside_it(tmp_path: Path, model) -> None:
+    src = tmp_path / "space"
+    src.mkdir()
+    (src / "failover.xml").write_text("<h1>Vault failover</h1><p>Unseal the standby vault cluster first.</p>")
+    (src / "failover.json").write_text(
+        json.dumps(
+            {
+                "title": "Vault failover",
+                "ancestors": [{"title": "Card vault", "restrictions": {"groups": ["card-vault"]}}],
+            }
+        )
+    )
+    amap = AccessMap((AccessRule("**", ("sre", "card-vault")),))
+    RunbookIndex.build([src], path=tmp_path / "idx", access_map=amap, embedder=model)
+    index = RunbookIndex(tmp_path / "idx", embedder=model)
+    assert index.search("unseal the standby vault", principal=Principal("s", frozenset({"sre"}))) == []
+    hits = index.search("unseal the standby vault", principal=Principal("v", frozenset({"card-vault"})))
+    assert hits[0].source == "failover.xml" and hits[0].labels == ("card-vault",)
