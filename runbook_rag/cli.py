@@ -49,7 +49,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 @cli.command()
-@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
 @_index_option
 @click.option(
     "--access-map",
@@ -63,6 +63,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--allow-empty", is_flag=True, help="Publish even when nothing is indexable.")
 @click.option("--dry-run", is_flag=True, help="Print what would change (documents) without writing.")
+@click.option(
+    "--confluence-url",
+    help="Also index Confluence pages from this site (token: $RUNBOOK_RAG_CONFLUENCE_TOKEN).",
+)
+@click.option("--space", "spaces", multiple=True, help="A Confluence space key (repeatable).")
 @_json_option
 def build(
     sources: Sequence[Path],
@@ -71,10 +76,15 @@ def build(
     strict: bool,
     allow_empty: bool,
     dry_run: bool,
+    confluence_url: str | None,
+    spaces: Sequence[str],
     as_json: bool,
 ) -> None:
     """Bring the index up to date with the runbooks under SOURCES (incrementally)."""
     from .index import RunbookIndex
+
+    if not sources and not (confluence_url and spaces):
+        raise click.UsageError("give SOURCE folders, or --confluence-url with at least one --space")
 
     report = RunbookIndex.build(
         sources,
@@ -83,6 +93,8 @@ def build(
         allow_empty=allow_empty,
         dry_run=dry_run,
         progress=not as_json and sys.stderr.isatty(),
+        confluence_url=confluence_url,
+        spaces=spaces,
     )
     if as_json:
         _emit(report.to_dict())

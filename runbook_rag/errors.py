@@ -8,6 +8,7 @@ Every error the library raises on purpose derives from :class:`RunbookRagError`:
     │   └── AccessLabelError     missing or malformed access labels
     ├── ConfigError          bad settings or access map (file, line)
     ├── EmbeddingError       the embedding model cannot be loaded or used
+    ├── ConfluenceError      the Confluence API cannot be read
     ├── IndexStateError      the index on disk cannot be used
     │   ├── IndexNotFoundError   no published index at the path
     │   └── ModelMismatchError   the index was built with another model
@@ -61,6 +62,10 @@ class ConfigError(RunbookRagError):
 
 class EmbeddingError(RunbookRagError):
     """The embedding model cannot be loaded or used."""
+
+
+class ConfluenceError(RunbookRagError):
+    """The Confluence API could not be read (the message never carries the token)."""
 
 
 class IndexStateError(RunbookRagError):

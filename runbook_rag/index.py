@@ -66,6 +66,8 @@ class RunbookIndex:
         allow_empty: bool = False,
         dry_run: bool = False,
         progress: bool = False,
+        confluence_url: str | None = None,
+        spaces: Sequence[str] = (),
     ) -> BuildReport:
         """Bring the index at ``path`` up to date with the runbooks under ``sources``.
 
@@ -76,6 +78,9 @@ class RunbookIndex:
         if access_map is not None and not isinstance(access_map, AccessMap):
             access_map = AccessMap.load(access_map)
         index_path = Path(path) if path is not None else settings.index
+        sources = list(sources)
+        if confluence_url and spaces:
+            sources.append(sync_confluence(confluence_url, spaces, index_path / "confluence-mirror"))
         return build_index(
             sources,
             index_path=index_path,
@@ -176,3 +181,23 @@ class RunbookIndex:
                         self.settings.model, batch_size=self.settings.batch_size
                     )
         return self._embedder
+
+
+def sync_confluence(base_url: str, spaces: Sequence[str], mirror: Path) -> Path:
+    """Mirror the pages of ``spaces`` (incrementally, by version) and return the mirror folder."""
+    from .sources.confluence_api import ConfluenceClient, sync_space
+
+    client = ConfluenceClient(base_url)
+    try:
+        for space in spaces:
+            report = sync_space(client, space, mirror, base_url=base_url)
+            log.info(
+                "confluence %s: %d fetched, %d unchanged, %d removed",
+                space,
+                len(report.fetched),
+                len(report.unchanged),
+                len(report.removed),
+            )
+    finally:
+        client.close()
+    return mirror

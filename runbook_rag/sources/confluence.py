@@ -305,6 +305,8 @@ def parse_confluence(
             source=source,
         )
     labels = set(base)
+    if sidecar.get("readable") is False:
+        raise AccessLabelError("the page's own restrictions cannot be read", source=source)
     restrictions = [("the page", sidecar.get("restrictions"))]
     for n, ancestor in enumerate(sidecar.get("ancestors") or [], start=1):
         if not isinstance(ancestor, dict) or ancestor.get("readable") is False:
