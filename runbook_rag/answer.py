@@ -47,7 +47,9 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, abstain_below: floa
         where = hit.heading or hit.title
         parts.append(f"{where} [{n}]:\n{excerpt(hit.text, terms)}")
         citations.append(
-            Citation(n, hit.chunk_id, hit.source, hit.title, hit.heading, hit.start_line, hit.end_line)
+            Citation(
+                n, hit.chunk_id, hit.source, hit.title, hit.heading, hit.start_line, hit.end_line, hit.url
+            )
         )
     return Answer(text="\n\n".join(parts), abstained=False, citations=tuple(citations))
 

@@ -68,6 +68,7 @@ def chunk_document(doc: Document, *, count_tokens: TokenCounter, max_tokens: int
                 end_line=piece.end,
                 text=piece.text,
                 labels=doc.labels,
+                url=doc.metadata.get("url"),
             )
             chunks.append(chunk)
     _verify_window(chunks, count_tokens, max_tokens, doc.source)

@@ -186,7 +186,8 @@ def ask(question: str, user: str, groups: Sequence[str], index_path: Path | None
     if answer.citations:
         click.echo("\nSources:")
         for c in answer.citations:
-            click.echo(f"  [{c.n}] {c.source}:{c.start_line}-{c.end_line}  {c.heading or c.title}")
+            where = c.url or f"{c.source}:{c.start_line}-{c.end_line}"
+            click.echo(f"  [{c.n}] {where}  {c.heading or c.title}")
 
 
 @cli.group()

@@ -60,6 +60,7 @@ class Chunk:
     end_line: int
     text: str
     labels: tuple[str, ...]
+    url: str | None = None
 
     @property
     def heading(self) -> str:
@@ -88,13 +89,14 @@ class Hit:
     score: float
     text: str
     labels: tuple[str, ...] = field(repr=False)
+    url: str | None = None
 
     @property
     def heading(self) -> str:
         return " > ".join(self.heading_path)
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "chunk_id": self.chunk_id,
             "source": self.source,
             "title": self.title,
@@ -103,6 +105,9 @@ class Hit:
             "score": round(self.score, 4),
             "text": self.text,
         }
+        if self.url:
+            out["url"] = self.url
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +121,10 @@ class Citation:
     heading: str
     start_line: int
     end_line: int
+    url: str | None = None
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "n": self.n,
             "chunk_id": self.chunk_id,
             "source": self.source,
@@ -126,6 +132,9 @@ class Citation:
             "heading": self.heading,
             "lines": [self.start_line, self.end_line],
         }
+        if self.url:
+            out["url"] = self.url
+        return out
 
 
 @dataclass(frozen=True, slots=True)

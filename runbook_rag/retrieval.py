@@ -66,4 +66,5 @@ def _to_hit(match: StoredMatch, principal: Principal) -> Hit:
         score=1.0 - match.distance,
         text=match.text,
         labels=labels,
+        url=str(meta["url"]) if meta.get("url") else None,
     )

@@ -178,7 +178,7 @@ class ChromaStore:
 
 def metadata_of(chunk: Chunk) -> dict[str, Any]:
     """The metadata stored with a chunk (its labels as a list and as a label-set key)."""
-    return {
+    meta: dict[str, Any] = {
         "doc_id": chunk.doc_id,
         "source": chunk.source,
         "title": chunk.title,
@@ -188,6 +188,9 @@ def metadata_of(chunk: Chunk) -> dict[str, Any]:
         "acl": list(chunk.labels),
         "acl_key": label_key(chunk.labels),
     }
+    if chunk.url:
+        meta["url"] = chunk.url
+    return meta
 
 
 def local_client(path: Path) -> Any:

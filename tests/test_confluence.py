@@ -11,7 +11,7 @@ from runbook_rag.access import AccessMap, AccessRule
 from runbook_rag.chunking import chunk_document
 from runbook_rag.errors import AccessLabelError, SourceError
 from runbook_rag.sources import load_documents
-from runbook_rag.sources.confluence import parse_confluence, render_storage
+from runbook_rag.sources.confluence import parse_confluence, render_storage, resolve_includes
 
 from .conftest import CORPUS
 
@@ -99,11 +99,13 @@ def test_unknown_macro_keeps_text_and_is_reported_once_and_include_is_dropped() 
         "</ac:structured-macro>"
     )
     out = render_storage(xml, source="p.xml")
-    assert "kept one" in out.markdown and "kept two" in out.markdown and "Shared steps" not in out.markdown
-    assert out.notes == [
-        "unknown macro 'fancy': its text is kept",
-        "include of page 'Shared steps' dropped (included pages are not inlined)",
-    ]
+    assert "kept one" in out.markdown and "kept two" in out.markdown
+    assert out.notes == ["unknown macro 'fancy': its text is kept"]
+    # the include waits for the rest of the ingestion; alone it is dropped and reported
+    doc = parse_confluence(xml, source="p.xml", access_map=ALL)
+    docs, warnings, skipped = resolve_includes([doc], {})
+    assert "Shared steps" not in docs[0].text and not skipped
+    assert [w.message for w in warnings] == ["include of page 'Shared steps' dropped (not in this ingestion)"]
 
 
 @pytest.mark.parametrize(
@@ -209,3 +211,41 @@ def test_page_restricted_only_through_its_parent_is_invisible_outside_it(tmp_pat
     assert index.search("unseal the standby vault", principal=Principal("s", frozenset({"sre"}))) == []
     hits = index.search("unseal the standby vault", principal=Principal("v", frozenset({"card-vault"})))
     assert hits[0].source == "failover.xml" and hits[0].labels == ("card-vault",)
+
+
+@pytest.mark.slow
+def test_citations_of_a_page_name_its_title_url_and_heading(sample_index: RunbookIndex) -> None:
+    oncall = Principal("o", frozenset({"payments-oncall"}))
+    answer = sample_index.answer("rotate the acquirer client certificate before it expires", principal=oncall)
+    cited = [c for c in answer.citations if c.source == "confluence/acquirer-certificate-rotation.xml"]
+    assert cited, answer.citations
+    assert cited[0].title == "Acquirer mTLS certificate rotation"
+    assert cited[0].url == "https://paylane.atlassian.net/wiki/spaces/PAYOPS/pages/884211"
+    assert cited[0].heading.startswith("Acquirer mTLS certificate rotation")
+    assert cited[0].to_dict()["url"] == cited[0].url
+
+
+def test_includes_inline_pages_of_the_same_ingestion_and_intersect_labels(tmp_path: Path) -> None:
+    (tmp_path / "shared.xml").write_text(
+        '<h1>Shared steps</h1><p>Drain traffic first.</p><ac:structured-macro ac:name="excerpt">'
+        "<ac:rich-text-body><p>Excerpt: page the DBA.</p></ac:rich-text-body></ac:structured-macro>"
+    )
+    (tmp_path / "shared.json").write_text(
+        json.dumps({"title": "Shared steps", "restrictions": {"groups": ["sre"]}})
+    )
+    (tmp_path / "host.xml").write_text(
+        '<h1>Host</h1><ac:structured-macro ac:name="include"><ac:parameter ac:name="">'
+        '<ac:link><ri:page ri:content-title="Shared steps" /></ac:link></ac:parameter></ac:structured-macro>'
+        '<ac:structured-macro ac:name="excerpt-include"><ac:parameter ac:name="">'
+        '<ac:link><ri:page ri:content-title="Shared steps" /></ac:link></ac:parameter></ac:structured-macro>'
+        '<ac:structured-macro ac:name="include"><ac:parameter ac:name="">'
+        '<ac:link><ri:page ri:content-title="Elsewhere" /></ac:link></ac:parameter></ac:structured-macro>'
+    )
+    loaded = load_documents([tmp_path], access_map=ALL)
+    host = next(d for d in loaded.documents if d.source == "host.xml")
+    assert "Drain traffic first." in host.text and host.text.count("Excerpt: page the DBA.") == 2
+    assert host.labels == ("sre",)  # the host is narrowed to what may read the included page
+    assert "runbook-rag:" not in host.text
+    assert [w.message for w in loaded.warnings] == [
+        "include of page 'Elsewhere' dropped (not in this ingestion)"
+    ]

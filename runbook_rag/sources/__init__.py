@@ -84,6 +84,10 @@ def load_documents(
                 documents.append(doc)
             except SourceError as exc:
                 skipped.append(Skipped(redact(exc.source).text, redact(exc.reason).text, exc.line))
+    excerpts = {d.source: d.metadata["excerpt"] for d in documents if "excerpt" in d.metadata}
+    documents, include_warnings, include_skipped = confluence.resolve_includes(documents, excerpts)
+    warnings.extend(include_warnings)
+    skipped.extend(include_skipped)
     warnings = [BuildWarning(redact(w.source).text, redact(w.message).text, w.line) for w in warnings]
     return Loaded(documents, skipped, warnings)
 

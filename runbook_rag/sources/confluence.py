@@ -12,6 +12,7 @@ rich-text body and are reported once per page.
 from __future__ import annotations
 
 import html.entities
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ class Rendered:
     markdown: str
     title: str | None
     notes: list[str] = field(default_factory=list)
+    excerpt: str | None = None
 
 
 def render_storage(text: str, *, source: str) -> Rendered:
@@ -43,7 +45,8 @@ def render_storage(text: str, *, source: str) -> Rendered:
     renderer = _Renderer()
     body = renderer.blocks(root).strip("\n")
     title = next((h for h in renderer.headings), None)
-    return Rendered(markdown=re.sub(r"\n{3,}", "\n\n", body) + "\n", title=title, notes=renderer.notes)
+    markdown = re.sub(r"\n{3,}", "\n\n", body) + "\n"
+    return Rendered(markdown=markdown, title=title, notes=renderer.notes, excerpt=renderer.excerpt)
 
 
 def _parse(text: str, *, source: str) -> Any:
@@ -95,6 +98,7 @@ class _Renderer:
     def __init__(self) -> None:
         self.notes: list[str] = []
         self.headings: list[str] = []
+        self.excerpt: str | None = None
         self._unknown: set[str] = set()
 
     # -- blocks -------------------------------------------------------------
@@ -198,9 +202,13 @@ class _Renderer:
         if name == "status":
             return f"[{params.get('title', '').upper() or 'STATUS'}]"
         if name in ("include", "excerpt-include"):
+            # Resolved once every page of the ingestion is known (see resolve_includes).
             page = next((_attr(p, "ri:content-title") for p in el.iter() if _local(p.tag) == "ri:page"), "")
-            self.notes.append(f"{name} of page {page!r} dropped (included pages are not inlined)")
-            return ""
+            return include_marker(name, page)
+        if name == "excerpt":
+            inner = self.blocks(body) if body is not None else ""
+            self.excerpt = inner
+            return inner
         if name in _IGNORED_MACROS:
             return ""
         if name not in self._unknown:
@@ -265,6 +273,57 @@ class _Renderer:
         return f"[image: {alt}]" if alt else ""
 
 
+_INCLUDE = re.compile(r"^<!--runbook-rag:(include|excerpt-include):(.*?)-->$", re.M)
+
+
+def include_marker(kind: str, title: str) -> str:
+    """A line standing for an included page until the includes are resolved."""
+    return f"<!--runbook-rag:{kind}:{json.dumps(title)}-->"
+
+
+def resolve_includes(
+    documents: list[Any], excerpts: dict[str, str]
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Inline pages included from pages of the same ingestion; the host's labels become the
+    intersection of both (a page never shows more than its reader could see in the
+    included page). An include of a page outside the ingestion is dropped and reported.
+
+    Returns the documents, build warnings and skipped pages. Includes are inlined one
+    level deep."""
+    from dataclasses import replace
+
+    from ..records import BuildWarning, Skipped
+
+    by_title = {d.title: d for d in documents if d.source.endswith(SUFFIXES)}
+    out, warnings, skipped = [], [], []
+    for doc in documents:
+        if not doc.source.endswith(SUFFIXES) or "<!--runbook-rag:" not in doc.text:
+            out.append(doc)
+            continue
+        labels = set(doc.labels)
+
+        def inline(match: re.Match[str], doc: Any = doc, labels: set[str] = labels) -> str:
+            kind, title = match.group(1), json.loads(match.group(2))
+            included = by_title.get(title)
+            text = None
+            if included is not None and included is not doc:
+                text = excerpts.get(included.source) if kind == "excerpt-include" else included.text
+            if text is None or included is None:
+                warnings.append(
+                    BuildWarning(doc.source, f"{kind} of page {title!r} dropped (not in this ingestion)")
+                )
+                return ""
+            labels &= set(included.labels)
+            return _INCLUDE.sub("", text).strip("\n")
+
+        text = _INCLUDE.sub(inline, doc.text)
+        if not labels:
+            skipped.append(Skipped(doc.source, "no group may read both this page and the pages it includes"))
+            continue
+        out.append(replace(doc, text=text, labels=tuple(sorted(labels))))
+    return out, warnings, skipped
+
+
 def _fence(text: str, language: str) -> str:
     text = text.strip("\n")
     longest = max((len(m) for m in re.findall(r"`{3,}", text)), default=0)
@@ -324,6 +383,8 @@ def parse_confluence(
         warnings.extend(BuildWarning(source, note) for note in rendered.notes)
     title = str(sidecar.get("title") or rendered.title or source.rsplit("/", 1)[-1].rsplit(".", 1)[0])
     metadata = {k: str(sidecar[k]) for k in ("id", "space", "version", "url") if sidecar.get(k) is not None}
+    if rendered.excerpt:
+        metadata["excerpt"] = rendered.excerpt
     return Document(
         doc_id=source,
         source=source,
