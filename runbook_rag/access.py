@@ -78,6 +78,12 @@ class AccessMap:
 
     rules: tuple[AccessRule, ...] = ()
     path: str | None = None
+    group_map: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def map_group(self, name: str) -> tuple[str, ...]:
+        """Our labels for a group named by a source's own permissions (Confluence): the
+        mapped labels, or the name itself when the map does not mention it."""
+        return next((labels for group, labels in self.group_map if group == name), (name,))
 
     def rule_for(self, source: str) -> AccessRule | None:
         """The first rule whose glob matches ``source``, or None."""
@@ -105,7 +111,16 @@ class AccessMap:
         if not isinstance(data, list):
             raise ConfigError("access map must be a list of {pattern, groups} rules", path=path)
         rules = []
+        group_map = []
         for n, entry in enumerate(data, start=1):
+            if isinstance(entry, dict) and set(entry) == {"confluence_group", "groups"}:
+                if not isinstance(entry["confluence_group"], str) or not entry["confluence_group"]:
+                    raise ConfigError(f"rule {n}: confluence_group must be a non-empty string", path=path)
+                try:
+                    group_map.append((entry["confluence_group"], validate_labels(entry["groups"])))
+                except LabelError as exc:
+                    raise ConfigError(f"rule {n}: {exc}", path=path) from exc
+                continue
             if not isinstance(entry, dict) or not {"pattern", "groups"} <= set(entry) <= _RULE_KEYS:
                 raise ConfigError(
                     f"rule {n}: expected the keys pattern and groups (and optionally allow_instructions)",
@@ -121,7 +136,7 @@ class AccessMap:
             except LabelError as exc:
                 raise ConfigError(f"rule {n}: {exc}", path=path) from exc
             rules.append(AccessRule(entry["pattern"], groups, allow))
-        return cls(tuple(rules), str(path))
+        return cls(tuple(rules), str(path), tuple(group_map))
 
 
 @lru_cache(maxsize=512)

@@ -9,7 +9,7 @@ import pytest
 from runbook_rag import Principal, RunbookIndex
 from runbook_rag.access import AccessMap, AccessRule
 from runbook_rag.chunking import chunk_document
-from runbook_rag.errors import AccessLabelError, SourceError
+from runbook_rag.errors import AccessLabelError, ConfigError, SourceError
 from runbook_rag.sources import load_documents
 from runbook_rag.sources.confluence import parse_confluence, render_storage, resolve_includes
 
@@ -147,6 +147,8 @@ def test_restrictions_of_the_page_and_every_ancestor_narrow_the_labels() -> None
         ({"restrictions": {"users": ["u42"]}}, "no group may read it"),
         ({"restrictions": "sre"}, "must be an object"),
         ({"restrictions": {"groups": ["a,b"]}}, "invalid group name"),
+        ({"space_readers": {"groups": [], "users": []}}, "no group may read it"),
+        ({"space_readers": {"groups": ["dba"]}}, "no group may read it"),
     ],
 )
 def test_unreadable_or_empty_restrictions_fail_closed(sidecar: dict, reason: str) -> None:
@@ -249,3 +251,20 @@ def test_includes_inline_pages_of_the_same_ingestion_and_intersect_labels(tmp_pa
     assert [w.message for w in loaded.warnings] == [
         "include of page 'Elsewhere' dropped (not in this ingestion)"
     ]
+
+
+def test_confluence_groups_map_to_labels_through_the_access_map(tmp_path: Path) -> None:
+    path = tmp_path / "map.yaml"
+    path.write_text(
+        "- confluence_group: payments-ops-team\n  groups: [payments-oncall, sre]\n"
+        "- pattern: 'PAY/**'\n  groups: [payments-oncall, sre, security]\n"
+    )
+    amap = AccessMap.load(path)
+    assert amap.map_group("payments-ops-team") == ("payments-oncall", "sre")
+    assert amap.map_group("unmapped") == ("unmapped",)
+    sidecar = {"ancestors": [{"restrictions": {"groups": ["payments-ops-team"]}}]}
+    doc = parse_confluence("<p>x</p>", source="PAY/1.xml", access_map=amap, sidecar=sidecar)
+    assert doc.labels == ("payments-oncall", "sre")
+    path.write_text("- confluence_group: x\n  groups: []\n")
+    with pytest.raises(ConfigError, match="rule 1"):
+        AccessMap.load(path)

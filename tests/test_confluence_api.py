@@ -59,6 +59,12 @@ class Api(BaseHTTPRequestHandler):
             type(self).flaky.discard(url.path)
             status = 429 if url.path == "/rest/api/content" else 500
             return self.reply(status, {"message": "slow down"}, {"Retry-After": "0"})
+        if url.path == "/rest/api/space/PAY":
+            read = {"operation": "read", "targetType": "space"}
+            groups = {"results": [{"name": "sre"}, {"name": "card-vault"}, {"name": "contractors"}]}
+            return self.reply(
+                200, {"key": "PAY", "permissions": [{"operation": read, "subjects": {"group": groups}}]}
+            )
         if url.path == "/rest/api/content":
             start = int(query.get("start", ["0"])[0])
             ids = sorted(PAGES)
@@ -130,6 +136,7 @@ def test_sync_paginates_retries_and_records_restrictions(api: str, tmp_path: Pat
     side = json.loads((tmp_path / "PAY" / "102.json").read_text())
     assert side["ancestors"][0]["restrictions"] == {"groups": ["card-vault"], "users": []}
     assert json.loads((tmp_path / "PAY" / "103.json").read_text())["ancestors"][0]["readable"] is False
+    assert side["space_readers"] == {"groups": ["sre", "card-vault", "contractors"], "users": []}
     assert TOKEN not in "".join(p.read_text() for p in (tmp_path / "PAY").iterdir())
 
     Api.hits.clear()

@@ -366,13 +366,16 @@ def parse_confluence(
     labels = set(base)
     if sidecar.get("readable") is False:
         raise AccessLabelError("the page's own restrictions cannot be read", source=source)
+    space = sidecar.get("space_readers")
+    if space is not None:  # the space's readers, when the API told us: nobody listed, nobody reads
+        labels &= _restriction_labels(space, source=source, access_map=access_map) or set()
     restrictions = [("the page", sidecar.get("restrictions"))]
     for n, ancestor in enumerate(sidecar.get("ancestors") or [], start=1):
         if not isinstance(ancestor, dict) or ancestor.get("readable") is False:
             raise AccessLabelError(f"the restrictions of ancestor {n} cannot be read", source=source)
         restrictions.append((f"ancestor {ancestor.get('title') or n}", ancestor.get("restrictions")))
     for _, restriction in restrictions:
-        allowed = _restriction_labels(restriction, source=source)
+        allowed = _restriction_labels(restriction, source=source, access_map=access_map)
         if allowed is not None:
             labels &= allowed
     if not labels:
@@ -395,7 +398,7 @@ def parse_confluence(
     )
 
 
-def _restriction_labels(restriction: Any, *, source: str) -> set[str] | None:
+def _restriction_labels(restriction: Any, *, source: str, access_map: Any) -> set[str] | None:
     """The labels a read restriction allows, or None when there is no restriction."""
     from ..access import LabelError, validate_labels
     from ..errors import AccessLabelError
@@ -408,6 +411,8 @@ def _restriction_labels(restriction: Any, *, source: str) -> set[str] | None:
     if not groups and not users:
         return None
     try:
-        return set(validate_labels([*groups, *(f"user:{u}" for u in users)]))
+        named = validate_labels(groups) if groups else ()
+        mapped = [label for group in named for label in access_map.map_group(group)]
+        return set(validate_labels([*mapped, *(f"user:{u}" for u in users)]))
     except LabelError as exc:
         raise AccessLabelError(f"page restrictions: {exc}", source=source) from None

@@ -125,6 +125,28 @@ class ConfluenceClient:
             else:
                 return
 
+    def space_readers(self, space: str) -> dict[str, list[str]] | None:
+        """Groups and users with read permission on the space, or None when the API will not say."""
+        data = self.get(f"/rest/api/space/{space}", {"expand": "permissions"})
+        if data is None or "permissions" not in data:
+            return None
+        groups: list[str] = []
+        users: list[str] = []
+        for permission in data["permissions"] or []:
+            operation = permission.get("operation") or {}
+            if operation.get("operation") != "read" or operation.get("targetType") != "space":
+                continue
+            subjects = permission.get("subjects") or {}
+            groups += [
+                g.get("name") for g in (subjects.get("group") or {}).get("results", []) if g.get("name")
+            ]
+            users += [
+                u.get("accountId") or u.get("username")
+                for u in (subjects.get("user") or {}).get("results", [])
+                if u.get("accountId") or u.get("username")
+            ]
+        return {"groups": groups, "users": users}
+
     def read_restrictions(self, page_id: str) -> dict[str, list[str]] | None:
         """The read restrictions of a page (groups and users), or None when they cannot be read."""
         data = self.get(f"/rest/api/content/{page_id}/restriction/byOperation/read")
@@ -145,12 +167,17 @@ def sync_space(client: ConfluenceClient, space: str, mirror: Path, *, base_url: 
     folder.mkdir(parents=True, exist_ok=True)
     report = SyncReport()
     live: set[str] = set()
+    readers = client.space_readers(space)
     for summary in client.pages(space):
         page_id = str(summary["id"])
         live.add(page_id)
         version = int((summary.get("version") or {}).get("number", 0))
         sidecar = folder / f"{page_id}.json"
-        if sidecar.is_file() and _cached_version(sidecar) == version:
+        if (
+            sidecar.is_file()
+            and _cached_version(sidecar) == version
+            and _cached(sidecar, "space_readers") == readers
+        ):
             report.unchanged.append(page_id)
             continue
         page = client.get(f"/rest/api/content/{page_id}", {"expand": PAGE_EXPAND})
@@ -164,6 +191,7 @@ def sync_space(client: ConfluenceClient, space: str, mirror: Path, *, base_url: 
             "url": base_url.rstrip("/") + ((page.get("_links") or {}).get("webui") or f"/pages/{page_id}"),
             "restrictions": client.read_restrictions(page_id),
             "ancestors": [],
+            "space_readers": readers,
         }
         if meta["restrictions"] is None:
             meta["restrictions"] = {"groups": [], "users": []}
@@ -188,6 +216,13 @@ def sync_space(client: ConfluenceClient, space: str, mirror: Path, *, base_url: 
             (folder / f"{stale.stem}.xml").unlink(missing_ok=True)
             report.removed.append(stale.stem)
     return report
+
+
+def _cached(sidecar: Path, key: str) -> Any:
+    try:
+        return json.loads(sidecar.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError):
+        return None
 
 
 def _cached_version(sidecar: Path) -> int | None:
