@@ -80,7 +80,11 @@ class RunbookIndex:
         index_path = Path(path) if path is not None else settings.index
         sources = list(sources)
         if confluence_url and spaces:
-            sources.append(sync_confluence(confluence_url, spaces, index_path / "confluence-mirror"))
+            mirror = index_path / "confluence-mirror"
+            # A dry run writes nothing, the mirror included: it diffs against the last sync.
+            sources.append(mirror if dry_run else sync_confluence(confluence_url, spaces, mirror))
+            if dry_run:
+                mirror.mkdir(parents=True, exist_ok=True)
         return build_index(
             sources,
             index_path=index_path,

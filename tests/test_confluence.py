@@ -268,3 +268,23 @@ def test_confluence_groups_map_to_labels_through_the_access_map(tmp_path: Path) 
     path.write_text("- confluence_group: x\n  groups: []\n")
     with pytest.raises(ConfigError, match="rule 1"):
         AccessMap.load(path)
+
+
+def test_includes_resolve_within_the_named_or_own_space(tmp_path: Path) -> None:
+    for name, space, body in (
+        ("a", "PAY", "<h1>Steps</h1><p>pay steps</p>"),
+        ("b", "OPS", "<h1>Steps</h1><p>ops steps</p>"),
+        (
+            "host",
+            "PAY",
+            '<h1>Host</h1><ac:structured-macro ac:name="include"><ac:parameter ac:name="">'
+            '<ac:link><ri:page ri:content-title="Steps" /></ac:link></ac:parameter></ac:structured-macro>'
+            '<ac:structured-macro ac:name="include"><ac:parameter ac:name="">'
+            '<ac:link><ri:page ri:space-key="OPS" ri:content-title="Steps" /></ac:link></ac:parameter>'
+            "</ac:structured-macro>",
+        ),
+    ):
+        (tmp_path / f"{name}.xml").write_text(body)
+        (tmp_path / f"{name}.json").write_text(json.dumps({"space": space}))
+    host = next(d for d in load_documents([tmp_path], access_map=ALL).documents if d.source == "host.xml")
+    assert host.text.index("pay steps") < host.text.index("ops steps")

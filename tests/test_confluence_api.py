@@ -178,6 +178,17 @@ def test_build_from_confluence_hides_a_page_restricted_through_its_parent(
     }
     vault = Principal("v", frozenset({"card-vault"}))
     assert index.search("unseal the standby vault", principal=vault)[0].source == "PAY/102.xml"
+    Api.hits.clear()
+    dry = RunbookIndex.build(
+        [],
+        path=tmp_path / "idx",
+        access_map=amap,
+        embedder=model,
+        confluence_url=api,
+        spaces=["PAY"],
+        dry_run=True,
+    )
+    assert dry.dry_run and not sum(Api.hits.values())  # a dry run asks the API nothing and writes nothing
 
 
 def test_errors_never_carry_the_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -203,8 +203,8 @@ class _Renderer:
             return f"[{params.get('title', '').upper() or 'STATUS'}]"
         if name in ("include", "excerpt-include"):
             # Resolved once every page of the ingestion is known (see resolve_includes).
-            page = next((_attr(p, "ri:content-title") for p in el.iter() if _local(p.tag) == "ri:page"), "")
-            return include_marker(name, page)
+            target = next((p for p in el.iter() if _local(p.tag) == "ri:page"), None)
+            return include_marker(name, _attr(target, "ri:content-title"), _attr(target, "ri:space-key"))
         if name == "excerpt":
             inner = self.blocks(body) if body is not None else ""
             self.excerpt = inner
@@ -276,9 +276,9 @@ class _Renderer:
 _INCLUDE = re.compile(r"^<!--runbook-rag:(include|excerpt-include):(.*?)-->$", re.M)
 
 
-def include_marker(kind: str, title: str) -> str:
+def include_marker(kind: str, title: str, space: str = "") -> str:
     """A line standing for an included page until the includes are resolved."""
-    return f"<!--runbook-rag:{kind}:{json.dumps(title)}-->"
+    return f"<!--runbook-rag:{kind}:{json.dumps([space, title])}-->"
 
 
 def resolve_includes(
@@ -294,7 +294,8 @@ def resolve_includes(
 
     from ..records import BuildWarning, Skipped
 
-    by_title = {d.title: d for d in documents if d.source.endswith(SUFFIXES)}
+    # Titles are unique within a space; an include names the space or means its own.
+    by_title = {(d.metadata.get("space", ""), d.title): d for d in documents if d.source.endswith(SUFFIXES)}
     out, warnings, skipped = [], [], []
     for doc in documents:
         if not doc.source.endswith(SUFFIXES) or "<!--runbook-rag:" not in doc.text:
@@ -303,8 +304,8 @@ def resolve_includes(
         labels = set(doc.labels)
 
         def inline(match: re.Match[str], doc: Any = doc, labels: set[str] = labels) -> str:
-            kind, title = match.group(1), json.loads(match.group(2))
-            included = by_title.get(title)
+            kind, (space, title) = match.group(1), json.loads(match.group(2))
+            included = by_title.get((space or doc.metadata.get("space", ""), title))
             text = None
             if included is not None and included is not doc:
                 text = excerpts.get(included.source) if kind == "excerpt-include" else included.text
