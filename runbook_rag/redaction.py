@@ -127,7 +127,7 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _consistent_grouping(candidate: str) -> bool:
-    # "4111 1111 1111 1111" or "4111-1111-1111-1111", not a mix, and no group longer than 8
+    # "NNNN NNNN NNNN NNNN" or "NNNN-NNNN-NNNN-NNNN", not a mix, and no group longer than 8
     separators = {ch for ch in candidate if ch in " -"}
     if len(separators) > 1:
         return False
