@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, ConfluenceError
+from ..generations import atomic_write
 
 log = logging.getLogger("runbook_rag")
 TOKEN_ENV = "RUNBOOK_RAG_CONFLUENCE_TOKEN"
@@ -207,8 +208,8 @@ def sync_space(client: ConfluenceClient, space: str, mirror: Path, *, base_url: 
                 }
             )
         body = ((page.get("body") or {}).get("storage") or {}).get("value", "")
-        _write(folder / f"{page_id}.xml", body)
-        _write(sidecar, json.dumps(meta, indent=2))
+        atomic_write(folder / f"{page_id}.xml", body)
+        atomic_write(sidecar, json.dumps(meta, indent=2))
         report.fetched.append(page_id)
     for stale in folder.glob("*.json"):
         if stale.stem not in live:
@@ -230,12 +231,6 @@ def _cached_version(sidecar: Path) -> int | None:
         return int(json.loads(sidecar.read_text(encoding="utf-8")).get("version"))
     except (OSError, ValueError, TypeError):
         return None
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _retry_after(value: str | None, default: float) -> float:
