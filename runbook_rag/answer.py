@@ -35,7 +35,7 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, abstain_below: floa
     chosen: list[Hit] = []
     for hit in hits:
         if hit.score < max(abstain_below, best - RELATIVE_MARGIN):
-            break
+            continue
         if any(h.source == hit.source and h.heading_path == hit.heading_path for h in chosen):
             continue
         chosen.append(hit)

@@ -36,6 +36,15 @@ def _principal_options(fn: F) -> F:
     return click.option("--user", required=True, help="The caller's user id.")(fn)
 
 
+def _mode_option(fn: F) -> F:
+    return click.option(
+        "--mode",
+        type=click.Choice(["hybrid", "dense", "lexical"]),
+        default=None,
+        help="Ranking (default: $RUNBOOK_RAG_RETRIEVAL or hybrid).",
+    )(fn)
+
+
 def _json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")(fn)
 
@@ -141,6 +150,14 @@ def build(
 @_principal_options
 @_index_option
 @click.option("-k", "k", type=click.IntRange(1, 50), default=None, help="Number of hits (default 5).")
+@_mode_option
+@click.option(
+    "--per-doc",
+    "per_document",
+    type=click.IntRange(0, 50),
+    default=None,
+    help="At most this many hits from one runbook (0: no cap).",
+)
 @_json_option
 def search(
     query: str,
@@ -148,13 +165,21 @@ def search(
     groups: Sequence[str],
     index_path: Path | None,
     k: int | None,
+    mode: str | None,
+    per_document: int | None,
     as_json: bool,
 ) -> None:
     """Search the runbooks the caller may read."""
     from .index import RunbookIndex
     from .records import Principal
 
-    hits = RunbookIndex(index_path).search(query, principal=Principal(user, frozenset(groups)), k=k)
+    hits = RunbookIndex(index_path).search(
+        query,
+        principal=Principal(user, frozenset(groups)),
+        k=k,
+        mode=mode,  # type: ignore[arg-type]
+        per_document=per_document,
+    )
     if as_json:
         _emit({"hits": [h.to_dict() for h in hits]})
         return
@@ -188,6 +213,69 @@ def ask(question: str, user: str, groups: Sequence[str], index_path: Path | None
         for c in answer.citations:
             where = c.url or f"{c.source}:{c.start_line}-{c.end_line}"
             click.echo(f"  [{c.n}] {where}  {c.heading or c.title}")
+
+
+@cli.command("eval")
+@click.argument("queries", type=click.Path(path_type=Path))
+@_index_option
+@click.option("--user", default="eval", show_default=True, help="The evaluating caller's user id.")
+@click.option(
+    "--group", "groups", multiple=True, help="A group of the caller (repeatable); a line's groups win."
+)
+@click.option("-k", "k", type=click.IntRange(10, 50), default=10, show_default=True, help="Hits per query.")
+@_mode_option
+@click.option(
+    "--fail-under",
+    "gates",
+    multiple=True,
+    metavar="METRIC=VALUE",
+    help="Exit 1 when METRIC is below VALUE, e.g. recall@5=0.9 (repeatable).",
+)
+@click.option("--per-query", is_flag=True, help="With --json, include every query's ranking.")
+@_json_option
+def evaluate(
+    queries: Path,
+    index_path: Path | None,
+    user: str,
+    groups: Sequence[str],
+    k: int,
+    mode: str | None,
+    gates: Sequence[str],
+    per_query: bool,
+    as_json: bool,
+) -> None:
+    """Measure retrieval, abstention and leaks on a JSONL query file.
+
+    Exits 1 when any forbidden document was returned or a --fail-under gate fails.
+    """
+    from .errors import ConfigError
+    from .evaluation import dumps, load_queries, report_table
+    from .index import RunbookIndex
+    from .records import Principal
+
+    wanted = {}
+    for gate in gates:
+        name, _, value = gate.partition("=")
+        try:
+            wanted[name.strip()] = float(value)
+        except ValueError:
+            raise ConfigError(f"--fail-under wants METRIC=VALUE, got {gate!r}") from None
+    principal = Principal(user, frozenset(groups)) if groups else None
+    report = RunbookIndex(index_path).evaluate(
+        load_queries(queries),
+        principal=principal,
+        k=k,
+        mode=mode,  # type: ignore[arg-type]
+    )
+    failed = report.failures(wanted)
+    if as_json:
+        click.echo(dumps(report, per_query=per_query))
+    else:
+        click.echo(report_table(report))
+    for problem in failed:
+        click.echo(f"runbook-rag: eval: {problem}", err=True)
+    if failed:
+        sys.exit(1)
 
 
 @cli.group()

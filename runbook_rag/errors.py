@@ -50,14 +50,16 @@ class AccessLabelError(SourceError):
 
 
 class ConfigError(RunbookRagError):
-    """Settings or an access map are invalid."""
+    """Settings, an access map or a query file are invalid."""
 
     exit_code = 2
 
-    def __init__(self, reason: str, *, path: Path | str | None = None) -> None:
+    def __init__(self, reason: str, *, path: Path | str | None = None, line: int | None = None) -> None:
         self.reason = reason
         self.path = str(path) if path is not None else None
-        super().__init__(f"{path}: {reason}" if path is not None else reason)
+        self.line = line
+        where = f"{path}:{line}" if path is not None and line is not None else path
+        super().__init__(f"{where}: {reason}" if where is not None else reason)
 
 
 class EmbeddingError(RunbookRagError):

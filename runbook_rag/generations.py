@@ -31,6 +31,7 @@ POINTER = "CURRENT"
 LOCK = ".build.lock"
 ENCODERS = "encoders"
 MANIFEST = "manifest.json"
+LEXICAL = "lexical"
 
 
 class Manifest(BaseModel):
@@ -191,6 +192,17 @@ def verify_generation(layout: Any, store: Any, manifest: Manifest) -> list[str]:
         problems.append("the label sets in the store differ from the manifest's")
     if manifest.label_set_counts and counts != manifest.label_set_counts:
         problems.append("chunk counts per label set differ from the manifest's")
+    lexical = layout.lexical_dir(manifest.generation)
+    if not (lexical / "chunks.json").exists():
+        problems.append("the lexical index is missing (searches derive it from the store)")
+    else:
+        from .lexical import LexicalIndex
+
+        try:
+            if sorted(LexicalIndex.load(lexical).chunk_ids) != sorted(metas):
+                problems.append("the lexical index's chunks differ from the store's")
+        except IndexStateError as exc:
+            problems.append(str(exc))
     for name in layout.orphans():
         problems.append(f"orphan: {name} is an unfinished or stale generation (the next build removes it)")
     if manifest.query_encoder and not (layout.path / manifest.query_encoder).is_dir():
@@ -235,6 +247,9 @@ class FileLayout:
     def update_manifest(self, manifest: Manifest) -> None:
         write_manifest(self.path / manifest.generation, manifest)
 
+    def lexical_dir(self, name: str) -> Path:
+        return self.path / name / LEXICAL
+
     def discard(self, name: str) -> None:
         shutil.rmtree(self.path / name, ignore_errors=True)
 
@@ -255,7 +270,9 @@ class ServerLayout:
     The pointer and the published manifest live on the server too, in one record of a
     registry collection (``runbook-rag-registry``, one record per index name): publishing
     is a single-record upsert, so readers on any machine see the old generation or the
-    new one. The local index folder keeps only the build lock and the query encoder.
+    new one. The local index folder keeps the build lock, the query encoder and a copy of
+    each generation's lexical index (a reader on another machine derives its own copy
+    from the server's collection on first open).
     """
 
     def __init__(self, path: Path, client: Any) -> None:
@@ -319,16 +336,25 @@ class ServerLayout:
             metadatas=[{"generation": manifest.generation, "previous": previous}],
         )
 
+    def lexical_dir(self, name: str) -> Path:
+        return self.path / LEXICAL / name
+
     def discard(self, name: str) -> None:
         from .store import drop_collection
 
         drop_collection(self._client, self._collection(name))
+        shutil.rmtree(self.lexical_dir(name), ignore_errors=True)
 
     def remove_stale(self) -> None:
         from .store import drop_collection
 
         for name in self._stale():
             drop_collection(self._client, name)
+        _, meta = self._record()
+        keep = {meta.get("generation"), meta.get("previous")}
+        for path in (self.path / LEXICAL).glob("*"):
+            if path.name not in keep:
+                shutil.rmtree(path, ignore_errors=True)
         for path in (self.path / ENCODERS).glob(".encoder-*"):
             shutil.rmtree(path, ignore_errors=True)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import secrets
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -13,10 +17,12 @@ from .access import AccessMap
 from .answer import extractive_answer
 from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
 from .errors import EmbeddingError, ModelMismatchError
+from .evaluation import EvalQuery, EvalReport, evaluate
 from .generations import Manifest, ServerLayout, open_layout, verify_generation
 from .indexing import build_index
-from .records import Answer, BuildReport, Hit, Principal
-from .retrieval import dense_search
+from .lexical import CHUNKS_FILE, LexicalIndex
+from .records import Answer, BuildReport, Hit, Principal, embed_text
+from .retrieval import Mode, Retrievers, search
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -48,6 +54,7 @@ class RunbookIndex:
         self._generation: str | None = None
         self._store: ChromaStore | None = None
         self._manifest: Manifest | None = None
+        self._lexical: LexicalIndex | None = None
         self._query_encoder: OnnxQueryEncoder | None = None
         self._query_encoder_name: str | None = None
         self._checked = 0.0
@@ -113,23 +120,51 @@ class RunbookIndex:
         assert self._store is not None and self._manifest is not None
         return verify_generation(self._layout, self._store, self._manifest)
 
-    def search(self, query: str, *, principal: Principal, k: int | None = None) -> list[Hit]:
-        """The best chunks for ``query`` among those ``principal`` may read, best first."""
+    def search(
+        self,
+        query: str,
+        *,
+        principal: Principal,
+        k: int | None = None,
+        mode: Mode | None = None,
+        per_document: int | None = None,
+    ) -> list[Hit]:
+        """The best chunks for ``query`` among those ``principal`` may read, best first.
+
+        ``mode`` is ``"hybrid"`` (the default), ``"dense"`` or ``"lexical"``; ``per_document``
+        caps the chunks returned from one runbook (0: no cap).
+        """
         self._refresh()
-        assert self._store is not None and self._manifest is not None
-        return dense_search(
-            self._store,
-            self._query_embedder(),
-            label_keys=self._manifest.label_sets,
+        assert self._store is not None and self._manifest is not None and self._lexical is not None
+        return search(
+            Retrievers(self._store, self._lexical, self._query_embedder(), self._manifest.label_sets),
             principal=principal,
             query=query,
             k=k or self.settings.k,
+            mode=mode or self.settings.retrieval,
+            per_document=self.settings.per_document if per_document is None else per_document,
         )
 
-    def answer(self, question: str, *, principal: Principal, k: int | None = None) -> Answer:
+    def answer(
+        self, question: str, *, principal: Principal, k: int | None = None, mode: Mode | None = None
+    ) -> Answer:
         """An extractive, cited answer from what ``principal`` may read, or an abstention."""
-        hits = self.search(question, principal=principal, k=k)
+        hits = self.search(question, principal=principal, k=k, mode=mode)
         return extractive_answer(question, hits, abstain_below=self.settings.abstain_below)
+
+    def evaluate(
+        self,
+        queries: Sequence[EvalQuery],
+        *,
+        principal: Principal | None = None,
+        k: int = 10,
+        mode: Mode | None = None,
+    ) -> EvalReport:
+        """Retrieval, abstention and leak metrics over ``queries`` (see :mod:`runbook_rag.evaluation`).
+
+        Lines with ``groups`` run as that principal; the others as ``principal``.
+        """
+        return evaluate(self, queries, principal=principal, k=k, mode=mode)
 
     def _open(self) -> None:
         store, manifest = self._layout.load()
@@ -142,9 +177,35 @@ class RunbookIndex:
                 f"but {model_id!r} is configured; rebuild the index or set the model it was built with",
                 path=self.path,
             )
+        self._lexical = self._load_lexical(store, manifest)
         self._store = store
         self._manifest = manifest
         self._generation = manifest.generation
+
+    def _load_lexical(self, store: ChromaStore, manifest: Manifest) -> LexicalIndex:
+        """The generation's lexical index; derived from the store's chunks when this machine
+        has no copy (a Chroma server index opened elsewhere) and kept for the next open."""
+        folder = self._layout.lexical_dir(manifest.generation)
+        if (folder / CHUNKS_FILE).exists():
+            return LexicalIndex.load(folder)
+        log.info("deriving the lexical index of %s from the store", manifest.generation)
+        lexical = LexicalIndex.build(
+            (
+                cid,
+                str(meta["source"]),
+                embed_text(str(meta["title"]), json.loads(meta["heading_path"]), text),
+                str(meta["acl_key"]),
+            )
+            for cid, text, meta in store.documents()
+        )
+        tmp = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            lexical.save(tmp)
+            os.replace(tmp, folder)
+        except OSError as exc:
+            log.warning("could not keep the derived lexical index (%s); it is derived again next time", exc)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return lexical
 
     def _refresh(self) -> None:
         # A local pointer is one small file read per query; a server's is a request, made at

@@ -36,6 +36,7 @@ from .generations import (
     new_generation_name,
     package_versions,
 )
+from .lexical import LexicalIndex
 from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
 from .screening import screen
@@ -312,6 +313,9 @@ def _write_generation(
     try:
         store = layout.create_store(name)
         store.add(prepared.chunks, vectors, keys)
+        LexicalIndex.build(
+            (c.chunk_id, c.source, c.embed_text, label_key(c.labels)) for c in prepared.chunks
+        ).save(layout.lexical_dir(name))
         query_encoder = None
         if isinstance(embedder, SentenceTransformerEmbedder):
             encoder = f"{ENCODERS}/{embedder.fingerprint}"

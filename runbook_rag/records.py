@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 
@@ -68,12 +69,17 @@ class Chunk:
 
     @property
     def embed_text(self) -> str:
-        """What the model sees: title, heading path, then the body."""
-        path = self.heading_path
-        if path and path[0] == self.title:
-            path = path[1:]
-        head = "\n".join((self.title, " > ".join(path))) if path else self.title
-        return f"{head}\n\n{self.text}"
+        """What the model and the lexical index see: title, heading path, then the body."""
+        return embed_text(self.title, self.heading_path, self.text)
+
+
+def embed_text(title: str, heading_path: Sequence[str], text: str) -> str:
+    """A chunk's indexed text: its title and heading path, then its body."""
+    path = tuple(heading_path)
+    if path and path[0] == title:
+        path = path[1:]
+    head = "\n".join((title, " > ".join(path))) if path else title
+    return f"{head}\n\n{text}"
 
 
 @dataclass(frozen=True, slots=True)

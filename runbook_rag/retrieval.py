@@ -1,23 +1,57 @@
-"""Entitlement-filtered dense retrieval.
+"""Entitlement-filtered retrieval: dense, lexical, and their fusion.
 
-The principal's entitlements become the ``where`` filter of the vector query
-(:func:`runbook_rag.access.where_filter`), and every result is re-checked before
-it becomes a :class:`~runbook_rag.records.Hit`.
+Both retrievers search only what the principal may read, inside their own index: the
+principal becomes the ``where`` filter of the vector query
+(:func:`runbook_rag.access.where_filter`), and the same filter's label sets become the
+lexical index's mask. Every result is re-checked against the labels stored with it
+before it becomes a :class:`~runbook_rag.records.Hit`.
+
+Hybrid ranking is reciprocal rank fusion of the two candidate lists, then a query's
+exact identifiers (alert, metric, command names, error codes) lift the passages that
+name them: in a title or heading first, then in the body. Each hit's score is the
+evidence that it answers the query: the mean of its cosine similarity and the share of
+the query's terms (IDF-weighted over the visible chunks) it contains. Answers abstain
+when the top hit's evidence is below the calibrated threshold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 from .access import check_entitled, where_filter
 from .embedding import Embedder, OnnxQueryEncoder
 from .errors import QueryError
+from .lexical import LexicalIndex, identifiers, terms
 from .records import Hit, Principal
 from .redaction import redact
 from .store import ChromaStore, StoredMatch
 
+Mode = Literal["hybrid", "dense", "lexical"]
+MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
 MAX_QUERY_CHARS = 2000
 MAX_K = 50
+CANDIDATES = 50
+# Rank-fusion constant and weights (tuned on evals/sample_runbooks.jsonl, see the README).
+RRF_K = 10
+DENSE_WEIGHT = 1.0
+LEXICAL_WEIGHT = 1.0
+# An identifier counts as a name (lifting the passages that hold it) only when it occurs in
+# at most this many visible runbooks: "KubeNodeEviction", not "StatefulSet" or "PagerDuty".
+IDENTIFIER_MAX_DOCUMENTS = 3
+# Evidence = COSINE_SHARE * cosine + (1 - COSINE_SHARE) * weighted term coverage.
+COSINE_SHARE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Retrievers:
+    """One generation's two indexes and the query encoder."""
+
+    store: ChromaStore
+    lexical: LexicalIndex
+    embedder: Embedder | OnnxQueryEncoder
+    label_keys: Sequence[str]
 
 
 def validate_query(query: str, k: int) -> str:
@@ -34,36 +68,95 @@ def validate_query(query: str, k: int) -> str:
     return redact(query).text.strip()
 
 
-def dense_search(
-    store: ChromaStore,
-    embedder: Embedder | OnnxQueryEncoder,
+def search(
+    retrievers: Retrievers,
     *,
-    label_keys: Iterable[str],
     principal: Principal,
     query: str,
     k: int,
+    mode: Mode = "hybrid",
+    per_document: int = 0,
 ) -> list[Hit]:
-    """The ``k`` chunks closest to ``query`` among those ``principal`` may read."""
+    """The ``k`` best chunks for ``query`` among those ``principal`` may read, best first.
+
+    ``per_document`` (when above 0) caps how many chunks of one source are returned.
+    """
+    if mode not in MODES:
+        raise QueryError(f"unknown retrieval mode {mode!r} (choose from {', '.join(MODES)})")
     query = validate_query(query, k)
-    where = where_filter(principal, label_keys)
+    where = where_filter(principal, retrievers.label_keys)
     if where is None:
         return []
-    vector = embedder.embed([query])[0]
-    return [_to_hit(match, principal) for match in store.query(vector, where=where, k=k)]
+    visible = frozenset(where["acl_key"]["$in"])
+    store, lexical = retrievers.store, retrievers.lexical
+    vector = retrievers.embedder.embed([query])[0]
+    depth = max(CANDIDATES, 4 * k)
+    query_terms = terms(query)
+
+    dense = [c for c, _ in store.nearest(vector, where=where, k=depth)] if mode != "lexical" else []
+    ranked = [c for c, _ in lexical.search(query_terms, visible=visible, n=depth)] if mode != "dense" else []
+    fused: dict[str, float] = {}
+    for weight, ids in ((DENSE_WEIGHT, dense), (LEXICAL_WEIGHT, ranked)):
+        for rank, chunk_id in enumerate(ids, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weight / (RRF_K + rank)
+
+    # Chunks naming the query's identifiers, with how many of them each names.
+    named: dict[str, int] = {}
+    if mode != "dense":
+        for term in identifiers(query_terms):
+            for chunk_id in lexical.naming(term, visible=visible, max_documents=IDENTIFIER_MAX_DOCUMENTS):
+                named[chunk_id] = named.get(chunk_id, 0) + 1
+                fused.setdefault(chunk_id, 0.0)
+
+    order = sorted(fused, key=lambda c: (-named.get(c, 0), -fused[c], c))
+    wanted = order[: (3 * k if per_document else k) + len(named)]
+    matches = {m.chunk_id: m for m in store.score_ids(vector, wanted)}
+    chosen = [matches[c] for c in wanted if c in matches]
+    if named:
+        identifier_terms = set(identifiers(query_terms))
+        chosen.sort(
+            key=lambda m: (
+                -named.get(m.chunk_id, 0),
+                not (m.chunk_id in named and _named_in_heading(m, identifier_terms)),
+                wanted.index(m.chunk_id),
+            )
+        )
+    if per_document:
+        seen: dict[str, int] = {}
+        kept = []
+        for match in chosen:
+            source = str(match.metadata["source"])
+            seen[source] = seen.get(source, 0) + 1
+            if seen[source] <= per_document:
+                kept.append(match)
+        chosen = kept
+    weights = lexical.weights(query_terms, visible=visible)
+    return [_to_hit(m, principal, weights) for m in chosen[:k]]
 
 
-def _to_hit(match: StoredMatch, principal: Principal) -> Hit:
+def _named_in_heading(match: StoredMatch, identifier_terms: set[str]) -> bool:
+    head = " ".join((str(match.metadata["title"]), *match.heading_path))
+    return bool(identifier_terms.intersection(terms(head)))
+
+
+def _to_hit(match: StoredMatch, principal: Principal, weights: dict[str, float]) -> Hit:
     labels = match.labels
     check_entitled(principal, chunk_id=match.chunk_id, labels=labels)
     meta = match.metadata
+    heading_path = match.heading_path
+    title = str(meta["title"])
+    present = set(terms("\n".join((title, " ".join(heading_path), match.text))))
+    total = sum(weights.values())
+    coverage = sum(w for t, w in weights.items() if t in present) / total if total else 0.0
+    cosine = 1.0 - match.distance
     return Hit(
         chunk_id=match.chunk_id,
         source=str(meta["source"]),
-        title=str(meta["title"]),
-        heading_path=match.heading_path,
+        title=title,
+        heading_path=heading_path,
         start_line=int(meta["start_line"]),
         end_line=int(meta["end_line"]),
-        score=1.0 - match.distance,
+        score=COSINE_SHARE * cosine + (1 - COSINE_SHARE) * coverage,
         text=match.text,
         labels=labels,
         url=str(meta["url"]) if meta.get("url") else None,

@@ -4,6 +4,7 @@ which win over the defaults."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,9 +33,18 @@ class Settings(BaseSettings):
     chroma_token: SecretStr | None = Field(None, description="Sent as 'Authorization: Bearer <token>'.")
     chroma_tenant: str = "default_tenant"
     chroma_database: str = "default_database"
+    retrieval: Literal["hybrid", "dense", "lexical"] = Field(
+        "hybrid", description="Ranking: fusion of lexical and dense search, or one of them alone."
+    )
+    per_document: int = Field(
+        0, ge=0, le=50, description="At most this many hits from one runbook (0: no cap)."
+    )
     abstain_below: float = Field(
-        0.39,
+        0.33,
         ge=0.0,
         le=1.0,
-        description="Answers abstain when the best passage scores below this cosine similarity.",
+        description=(
+            "Answers abstain when the best hit's evidence (mean of cosine similarity and "
+            "IDF-weighted query-term coverage) is below this; see benchmarks/calibrate_abstention.py."
+        ),
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -111,25 +111,28 @@ class ChromaStore:
             )
         return out
 
-    def query(self, embedding: Sequence[float], *, where: dict[str, Any], k: int) -> list[StoredMatch]:
-        """Nearest chunks among those matching ``where``, searched inside Chroma's index.
+    def nearest(
+        self, embedding: Sequence[float], *, where: dict[str, Any], k: int
+    ) -> list[tuple[str, float]]:
+        """Ids and cosine distances of the nearest chunks among those matching ``where``,
+        searched inside Chroma's index.
 
         A generation never changes once written, so ``where`` is resolved to its matching
         ids once per store and the nearest-neighbour search runs restricted to those ids:
         Chroma resolves a metadata filter in SQLite on every query, which costs more than
-        the search itself (see benchmarks/filter_representation.py).
+        the search itself (see benchmarks/filter_representation.py). Texts and metadata
+        are fetched later, for the few chunks returned.
         """
         allowed = self._allowed_ids(where)
         if not allowed:
             return []
-        return self._matches(
-            self._collection.query(
-                query_embeddings=cast(Any, [list(embedding)]),
-                n_results=min(k, len(allowed)),
-                ids=allowed,
-                include=["documents", "metadatas", "distances"],
-            )
+        result = self._collection.query(
+            query_embeddings=cast(Any, [list(embedding)]),
+            n_results=min(k, len(allowed)),
+            ids=allowed,
+            include=["distances"],
         )
+        return [(cid, float(d)) for cid, d in zip(result["ids"][0], result["distances"][0], strict=True)]
 
     def query_unfiltered(self, embedding: Sequence[float], *, k: int) -> list[StoredMatch]:
         """The nearest chunks with no access filter: for benchmarks and index checks only,
@@ -141,6 +144,32 @@ class ChromaStore:
                 include=["documents", "metadatas", "distances"],
             )
         )
+
+    def score_ids(self, embedding: Sequence[float], ids: Sequence[str]) -> list[StoredMatch]:
+        """The chunks ``ids`` (those that exist) with their exact cosine distance to ``embedding``."""
+        import numpy as np
+
+        if not ids:
+            return []
+        got = self._collection.get(ids=list(ids), include=["embeddings", "documents", "metadatas"])
+        query = np.asarray(embedding, dtype=np.float64)
+        vectors = np.asarray(got["embeddings"], dtype=np.float64).reshape(len(got["ids"]), -1)
+        norms = np.linalg.norm(vectors, axis=1) * (np.linalg.norm(query) or 1.0)
+        cosines = vectors @ query / np.where(norms == 0, 1.0, norms)
+        return [
+            StoredMatch(cid, 1.0 - float(cos), doc or "", dict(meta or {}))
+            for cid, cos, doc, meta in zip(
+                got["ids"], cosines.tolist(), got["documents"], got["metadatas"], strict=True
+            )
+        ]
+
+    def documents(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Every chunk's id, text and metadata, in batches (to derive the lexical index)."""
+        total = self.count()
+        for offset in range(0, total, 5000):
+            got = self._collection.get(include=["documents", "metadatas"], limit=5000, offset=offset)
+            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True):
+                yield cid, doc or "", dict(meta or {})
 
     def _allowed_ids(self, where: dict[str, Any]) -> list[str]:
         key = json.dumps(where, sort_keys=True)

@@ -1,7 +1,11 @@
-"""Property: whatever the label sets and the principal, every hit is entitled, and the
-filtered search returns exactly the best entitled chunks (compared with exact search)."""
+"""Property: whatever the label sets and the principal, every hit is entitled; the
+filtered dense search returns exactly the best entitled chunks (compared with exact
+search), and the lexical search scores exactly as a bm25s index built from only the
+entitled chunks would (no statistic counts a restricted chunk)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ from hypothesis import strategies as st
 
 from runbook_rag import Principal, RunbookIndex
 from runbook_rag.generations import load_manifest
+from runbook_rag.lexical import LexicalIndex, terms
+from runbook_rag.records import embed_text
 from runbook_rag.store import ChromaStore
 
 pytestmark = pytest.mark.slow
@@ -64,7 +70,7 @@ def random_index(
 def test_hits_are_exactly_the_best_entitled_chunks(random_index, model, groups, topic, k) -> None:
     index, labels = random_index
     principal = Principal("p", frozenset(groups))
-    hits = index.search(topic, principal=principal, k=k)
+    hits = index.search(topic, principal=principal, k=k, mode="dense")
     for hit in hits:
         assert set(hit.labels) & principal.groups
         assert set(labels[hit.source]) & principal.groups
@@ -88,3 +94,32 @@ def test_hits_are_exactly_the_best_entitled_chunks(random_index, model, groups, 
     if len(scored) > len(hits) and len(hits) and scored[len(hits) - 1][0] - scored[len(hits)][0] < 1e-4:
         return  # a tie at the cut-off: either order is right
     assert sorted(h.source for h in hits) == sorted(expected)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    groups=st.sets(st.sampled_from([*GROUPS, "unknown"]), max_size=4),
+    topic=st.sampled_from(TOPICS),
+    k=st.integers(1, 12),
+    mode=st.sampled_from(["hybrid", "lexical"]),
+)
+def test_lexical_scores_count_only_entitled_chunks(random_index, groups, topic, k, mode) -> None:
+    index, labels = random_index
+    principal = Principal("p", frozenset(groups))
+    hits = index.search(f"{topic} step 7", principal=principal, k=k, mode=mode)
+    assert all(set(labels[h.source]) & principal.groups for h in hits)
+    gen_dir, manifest = load_manifest(index.path)
+    got = ChromaStore(gen_dir)._collection.get(include=["documents", "metadatas"])
+    entitled = [
+        (cid, m["source"], embed_text(m["title"], json.loads(m["heading_path"]), doc), m["acl_key"])
+        for cid, doc, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        if set(m["acl"]) & principal.groups
+    ]
+    full = index._lexical
+    assert full is not None and len(full) == manifest.chunks
+    query = terms(f"{topic} step 7")
+    visible = frozenset(key for _, _, _, key in entitled)
+    ours = dict(full.search(query, visible=visible, n=10_000))
+    alone = dict(LexicalIndex.build(entitled).search(query, visible=visible, n=10_000))
+    assert ours.keys() == alone.keys()
+    assert all(abs(ours[c] - alone[c]) < 1e-6 for c in ours)

@@ -1,0 +1,278 @@
+"""The lexical index: BM25 over the same redacted chunks as the vector store.
+
+bm25s builds and stores the index (a sparse matrix of Lucene BM25 term scores, kept
+as plain ``.npy`` files in the generation). Those stored scores bake in corpus-wide
+statistics, and a statistic counted over chunks a caller may not read is a count of
+restricted text. So a search re-derives each posting's term frequency (an integer,
+recovered exactly) and re-scores it with the statistics of the chunks the caller may
+read: their number, their average length and each term's document frequency. A
+principal's scores are those of a bm25s index built from only their chunks.
+
+Entitlements are a boolean mask over the index's chunks, made from the same visible
+label sets as the vector-store filter and cached per set; a query touches only the
+posting lists of its own terms, never every chunk.
+
+Tokens: words are split at case changes and separators (``KubePodCrashLooping`` also
+yields ``kube``, ``pod``, ``crash``, ``loop``), stemmed with the Snowball English stemmer
+and stripped of bm25s's English stop words. Identifier-like words (camelCase, snake_case,
+letters mixed with digits, dotted or hyphenated names) are also kept whole as
+``=identifier`` terms, so an exact identifier outweighs its parts.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IndexStateError
+
+K1 = 1.2
+B = 0.75
+CHUNKS_FILE = "chunks.json"
+
+_WORD = re.compile(r"[^\W_](?:[\w.\-]*[^\W_])?")
+_PART = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+|[^\W\d_]+")
+_CAMEL = re.compile(r"[a-z][A-Z]")
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
+# Quantities and classes, not names: 30s, 800ms, 5xx, 3ds, p99, v2, sev1.
+_QUANTITY = re.compile(r"\d+[^\W\d_]{1,3}|[^\W\d_]{1,3}\d{1,3}", re.IGNORECASE)
+
+
+@functools.cache
+def _stopwords() -> frozenset[str]:
+    from bm25s.stopwords import STOPWORDS_EN
+
+    return frozenset(STOPWORDS_EN)
+
+
+@functools.cache
+def _stemmer() -> object:
+    import Stemmer
+
+    return Stemmer.Stemmer("english")
+
+
+@functools.lru_cache(maxsize=200_000)
+def _stem(word: str) -> str:
+    return str(_stemmer().stemWord(word))  # type: ignore[attr-defined]
+
+
+def is_identifier(word: str) -> bool:
+    """Whether ``word`` reads as a name (alert, metric, command, error code), not prose."""
+    if _CAMEL.search(word) or "_" in word:
+        return True
+    if _DIGIT.search(word) and _LETTER.search(word):
+        return len(word) >= 4 and not _QUANTITY.fullmatch(word)
+    return len(word) >= 4 and word.count("-") + word.count(".") >= 2 and not word.endswith(".")
+
+
+def terms(text: str) -> list[str]:
+    """The index terms of ``text`` (documents and queries go through the same function)."""
+    out: list[str] = []
+    stop = _stopwords()
+    for match in _WORD.finditer(text):
+        word = match.group()
+        if is_identifier(word):
+            out.append("=" + word.lower())
+        for part in _PART.findall(word):
+            low = part.lower()
+            if low not in stop and (len(low) > 1 or low.isdigit()):
+                out.append(_stem(low))
+    return out
+
+
+def identifiers(query_terms: Iterable[str]) -> list[str]:
+    """The whole-identifier terms among ``query_terms``."""
+    return [t for t in dict.fromkeys(query_terms) if t.startswith("=")]
+
+
+def _idf(df: np.ndarray | float, n: float) -> np.ndarray:
+    return np.log1p((n - df + 0.5) / (np.asarray(df, dtype=np.float64) + 0.5))
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """The statistics of the chunks one set of label sets may read."""
+
+    mask: np.ndarray
+    count: int
+    avg_len: float
+
+
+class LexicalIndex:
+    """BM25 over one generation's chunks, searched within a caller's visible label sets."""
+
+    def __init__(
+        self,
+        bm25: object,
+        chunk_ids: Sequence[str],
+        lengths: np.ndarray,
+        acl: np.ndarray,
+        keys: Sequence[str],
+        documents: np.ndarray,
+    ) -> None:
+        self._bm25 = bm25
+        self.chunk_ids = list(chunk_ids)
+        self._documents = documents
+        self._lengths = lengths.astype(np.float64)
+        self._acl = acl
+        self._keys = list(keys)
+        self._vocab: dict[str, int] = dict(bm25.vocab_dict)  # type: ignore[attr-defined]
+        scores = bm25.scores  # type: ignore[attr-defined]
+        self._data = np.asarray(scores["data"])
+        self._indices = np.asarray(scores["indices"])
+        self._indptr = np.asarray(scores["indptr"])
+        self._avg_all = float(self._lengths.mean()) if len(self._lengths) else 1.0
+        self._views: dict[frozenset[str], _View] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.chunk_ids)
+
+    @classmethod
+    def build(cls, entries: Iterable[tuple[str, str, str, str]]) -> LexicalIndex:
+        """Index ``(chunk_id, source, text, label_key)`` entries."""
+        import bm25s
+
+        chunk_ids: list[str] = []
+        token_ids: list[list[int]] = []
+        keys: dict[str, int] = {}
+        acl: list[int] = []
+        sources: dict[str, int] = {}
+        documents: list[int] = []
+        vocab: dict[str, int] = {"": 0}
+        for chunk_id, source, text, key in entries:
+            chunk_ids.append(chunk_id)
+            documents.append(sources.setdefault(source, len(sources)))
+            token_ids.append([vocab.setdefault(t, len(vocab)) for t in terms(text)] or [0])
+            acl.append(keys.setdefault(key, len(keys)))
+        bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
+        if chunk_ids:
+            bm25.index((token_ids, vocab), create_empty_token=False, show_progress=False)
+        else:
+            bm25.scores = {
+                "data": np.zeros(0),
+                "indices": np.zeros(0, dtype=np.int32),
+                "indptr": np.zeros(len(vocab) + 1, dtype=np.int32),
+                "num_docs": 0,
+            }
+            bm25.vocab_dict = vocab
+        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int32)
+        return cls(
+            bm25,
+            chunk_ids,
+            lengths,
+            np.array(acl, dtype=np.int32),
+            list(keys),
+            np.array(documents, dtype=np.int32),
+        )
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self._bm25.save(str(folder), show_progress=False)  # type: ignore[attr-defined]
+        np.save(folder / "lengths.npy", self._lengths.astype(np.int32))
+        np.save(folder / "acl.npy", self._acl)
+        np.save(folder / "documents.npy", self._documents)
+        (folder / CHUNKS_FILE).write_text(
+            json.dumps({"chunk_ids": self.chunk_ids, "label_keys": self._keys}), encoding="utf-8"
+        )
+
+    @classmethod
+    def load(cls, folder: Path) -> LexicalIndex:
+        import bm25s
+
+        try:
+            meta = json.loads((folder / CHUNKS_FILE).read_text(encoding="utf-8"))
+            bm25 = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
+            lengths = np.load(folder / "lengths.npy")
+            acl = np.load(folder / "acl.npy")
+            documents = np.load(folder / "documents.npy")
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexStateError(f"the lexical index is unreadable: {exc}", path=folder) from exc
+        if not len(meta["chunk_ids"]) == len(lengths) == len(acl) == len(documents):
+            raise IndexStateError("the lexical index is inconsistent", path=folder)
+        return cls(bm25, meta["chunk_ids"], lengths, acl, meta["label_keys"], documents)
+
+    def _view(self, visible: frozenset[str]) -> _View:
+        view = self._views.get(visible)
+        if view is None:
+            codes = [i for i, key in enumerate(self._keys) if key in visible]
+            mask = np.isin(self._acl, codes)
+            count = int(mask.sum())
+            avg = float(self._lengths[mask].mean()) if count else 1.0
+            view = _View(mask, count, avg)
+            with self._lock:
+                if len(self._views) >= 256:
+                    self._views.clear()
+                self._views[visible] = view
+        return view
+
+    def search(
+        self, query_terms: Sequence[str], *, visible: frozenset[str], n: int
+    ) -> list[tuple[str, float]]:
+        """The ``n`` best chunks among those with a label set in ``visible``, best first."""
+        view = self._view(visible)
+        if not view.count:
+            return []
+        total = len(self.chunk_ids)
+        touched: list[np.ndarray] = []
+        parts: list[np.ndarray] = []
+        for term in dict.fromkeys(query_terms):
+            tid = self._vocab.get(term)
+            if tid is None:
+                continue
+            lo, hi = int(self._indptr[tid]), int(self._indptr[tid + 1])
+            docs = self._indices[lo:hi]
+            keep = view.mask[docs]
+            if not keep.any():
+                continue
+            docs, stored = docs[keep], self._data[lo:hi][keep].astype(np.float64)
+            # Recover the term frequency from the stored score, then re-score with the view's stats.
+            tfc = stored / _idf(hi - lo, total)
+            lengths = self._lengths[docs]
+            tf = np.rint(tfc * K1 * (1 - B + B * lengths / self._avg_all) / (1 - tfc))
+            touched.append(docs)
+            parts.append(_idf(len(docs), view.count) * tf / (K1 * (1 - B + B * lengths / view.avg_len) + tf))
+        if not touched:
+            return []
+        docs = np.concatenate(touched)
+        scores = np.bincount(docs, weights=np.concatenate(parts), minlength=total)
+        docs = np.unique(docs)
+        if len(docs) > n:
+            docs = docs[np.argpartition(-scores[docs], n - 1)[:n]]
+        order = np.lexsort((docs, -scores[docs]))
+        return [(self.chunk_ids[d], float(scores[d])) for d in docs[order].tolist()]
+
+    def weights(self, query_terms: Sequence[str], *, visible: frozenset[str]) -> dict[str, float]:
+        """Each distinct query term's IDF among the visible chunks (a term none of them has
+        weighs the most: it is what the visible runbooks do not cover)."""
+        view = self._view(visible)
+        out: dict[str, float] = {}
+        for term in dict.fromkeys(query_terms):
+            tid = self._vocab.get(term)
+            df = 0
+            if tid is not None:
+                docs = self._indices[int(self._indptr[tid]) : int(self._indptr[tid + 1])]
+                df = int(view.mask[docs].sum())
+            out[term] = float(_idf(df, max(view.count, 1)))
+        return out
+
+    def naming(self, term: str, *, visible: frozenset[str], max_documents: int) -> list[str]:
+        """The visible chunks containing ``term``, when they come from at most
+        ``max_documents`` runbooks (a name, not a common word); else none."""
+        tid = self._vocab.get(term)
+        if tid is None:
+            return []
+        docs = self._indices[int(self._indptr[tid]) : int(self._indptr[tid + 1])]
+        docs = docs[self._view(visible).mask[docs]]
+        if len(np.unique(self._documents[docs])) > max_documents:
+            return []
+        return [self.chunk_ids[d] for d in docs.tolist()]
