@@ -16,7 +16,8 @@ Tokens: words are split at case changes and separators (``KubePodCrashLooping`` 
 yields ``kube``, ``pod``, ``crash``, ``loop``), stemmed with the Snowball English stemmer
 and stripped of bm25s's English stop words. Identifier-like words (camelCase, snake_case,
 letters mixed with digits, dotted or hyphenated names) are also kept whole as
-``=identifier`` terms, so an exact identifier outweighs its parts.
+``=identifier`` terms, so an exact identifier outweighs its parts (and, when it is one
+word, also as the term the same word typed in lower case gives).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def terms(text: str) -> list[str]:
         word = match.group()
         if is_identifier(word):
             out.append("=" + word.lower())
+            if word.isalnum():
+                out.append(_stem(word.lower()))  # as it reads typed in lower case
         for part in _PART.findall(word):
             low = part.lower()
             if low not in stop and (len(low) > 1 or low.isdigit()):
@@ -132,6 +135,7 @@ class LexicalIndex:
         self._indptr = np.asarray(scores["indptr"])
         self._avg_all = float(self._lengths.mean()) if len(self._lengths) else 1.0
         self._views: dict[frozenset[str], _View] = {}
+        self._positions: dict[str, int] | None = None
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -264,6 +268,13 @@ class LexicalIndex:
                 df = int(view.mask[docs].sum())
             out[term] = float(_idf(df, max(view.count, 1)))
         return out
+
+    def document_of(self, chunk_id: str) -> int:
+        """A number standing for the chunk's source document (-1 when unknown)."""
+        if self._positions is None:
+            self._positions = {c: i for i, c in enumerate(self.chunk_ids)}
+        position = self._positions.get(chunk_id)
+        return -1 if position is None else int(self._documents[position])
 
     def naming(self, term: str, *, visible: frozenset[str], max_documents: int) -> list[str]:
         """The visible chunks containing ``term``, when they come from at most

@@ -109,7 +109,18 @@ def search(
                 fused.setdefault(chunk_id, 0.0)
 
     order = sorted(fused, key=lambda c: (-named.get(c, 0), -fused[c], c))
-    wanted = order[: (3 * k if per_document else k) + len(named)]
+    if per_document:
+        wanted: list[str] = []
+        counts: dict[int, int] = {}
+        for chunk_id in order:
+            document = lexical.document_of(chunk_id)
+            counts[document] = counts.get(document, 0) + 1
+            if counts[document] <= per_document:
+                wanted.append(chunk_id)
+                if len(wanted) == k + len(named):
+                    break
+    else:
+        wanted = order[: k + len(named)]
     matches = {m.chunk_id: m for m in store.score_ids(vector, wanted)}
     chosen = [matches[c] for c in wanted if c in matches]
     if named:
