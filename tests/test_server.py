@@ -95,6 +95,19 @@ def test_search_and_leaks_behave_as_embedded(server_index) -> None:
     assert index.search(question, principal=Principal("nobody")) == []
 
 
+def test_a_reader_on_another_machine_derives_the_lexical_index(server_index, tmp_path: Path, model) -> None:
+    path, settings = server_index
+    here = RunbookIndex(path, settings=settings, embedder=model)
+    elsewhere_path = tmp_path / "elsewhere" / path.name  # same index name, no local copy
+    elsewhere = RunbookIndex(elsewhere_path, settings=settings, embedder=model)
+    assert (elsewhere_path / "lexical" / here.manifest.generation / "chunks.json").exists()
+    sre = Principal("sam", frozenset({"sre"}))
+    for query in ("LedgerKafkaUnderReplicatedPartitions", "pods keep restarting"):
+        assert [h.chunk_id for h in elsewhere.search(query, principal=sre)] == [
+            h.chunk_id for h in here.search(query, principal=sre)
+        ]
+
+
 def test_noop_rebuild_and_a_second_index_on_the_same_server(server_index, tmp_path: Path, model) -> None:
     path, settings = server_index
     again = RunbookIndex.build(
