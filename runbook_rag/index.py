@@ -195,6 +195,7 @@ class RunbookIndex:
                 str(meta["source"]),
                 embed_text(str(meta["title"]), json.loads(meta["heading_path"]), text),
                 str(meta["acl_key"]),
+                str(meta.get("content_key", "")),
             )
             for cid, text, meta in store.documents()
         )

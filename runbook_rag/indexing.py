@@ -36,7 +36,7 @@ from .generations import (
     new_generation_name,
     package_versions,
 )
-from .lexical import LexicalIndex
+from .lexical import CHUNKS_FILE, LexicalIndex
 from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
 from .screening import screen
@@ -286,6 +286,18 @@ def _vectors(
     return [vectors[k] for k in keys]
 
 
+def _published_lexical(layout: FileLayout | ServerLayout) -> LexicalIndex | None:
+    """The published generation's lexical index, whose terms unchanged chunks reuse."""
+    current = layout.pointer()
+    if current is None or not (layout.lexical_dir(current) / CHUNKS_FILE).exists():
+        return None
+    try:
+        return LexicalIndex.load(layout.lexical_dir(current))
+    except IndexStateError as exc:
+        log.warning("the published lexical index cannot be read (%s): tokenising every chunk", exc.reason)
+        return None
+
+
 def _report(prepared: Prepared, diff: Diff) -> dict[str, Any]:
     """The last build report, as kept in the manifest: counts and names, never a value."""
     return {
@@ -314,7 +326,11 @@ def _write_generation(
         store = layout.create_store(name)
         store.add(prepared.chunks, vectors, keys)
         LexicalIndex.build(
-            (c.chunk_id, c.source, c.embed_text, label_key(c.labels)) for c in prepared.chunks
+            (
+                (c.chunk_id, c.source, c.embed_text, label_key(c.labels), k)
+                for c, k in zip(prepared.chunks, keys, strict=True)
+            ),
+            previous=_published_lexical(layout),
         ).save(layout.lexical_dir(name))
         query_encoder = None
         if isinstance(embedder, SentenceTransformerEmbedder):

@@ -121,8 +121,10 @@ class LexicalIndex:
         acl: np.ndarray,
         keys: Sequence[str],
         documents: np.ndarray,
+        content_keys: Sequence[str] = (),
     ) -> None:
         self._bm25 = bm25
+        self._content_keys = list(content_keys) or [""] * len(chunk_ids)
         self.chunk_ids = list(chunk_ids)
         self._documents = documents
         self._lengths = lengths.astype(np.float64)
@@ -142,10 +144,16 @@ class LexicalIndex:
         return len(self.chunk_ids)
 
     @classmethod
-    def build(cls, entries: Iterable[tuple[str, str, str, str]]) -> LexicalIndex:
-        """Index ``(chunk_id, source, text, label_key)`` entries."""
+    def build(cls, entries: Iterable[Sequence[str]], *, previous: LexicalIndex | None = None) -> LexicalIndex:
+        """Index ``(chunk_id, source, text, label_key[, content_key])`` entries.
+
+        A chunk whose content key ``previous`` (the published generation's index) already
+        holds takes its terms from there instead of being tokenised again.
+        """
         import bm25s
 
+        reusable = previous.term_bags() if previous is not None else {}
+        content_keys: list[str] = []
         chunk_ids: list[str] = []
         token_ids: list[list[int]] = []
         keys: dict[str, int] = {}
@@ -153,10 +161,14 @@ class LexicalIndex:
         sources: dict[str, int] = {}
         documents: list[int] = []
         vocab: dict[str, int] = {"": 0}
-        for chunk_id, source, text, key in entries:
+        for chunk_id, source, text, key, *rest in entries:
+            content_key = rest[0] if rest else ""
             chunk_ids.append(chunk_id)
+            content_keys.append(content_key)
             documents.append(sources.setdefault(source, len(sources)))
-            token_ids.append([vocab.setdefault(t, len(vocab)) for t in terms(text)] or [0])
+            bag = reusable.get(content_key) if content_key else None
+            tokens = bag if bag is not None else terms(text)
+            token_ids.append([vocab.setdefault(t, len(vocab)) for t in tokens] or [0])
             acl.append(keys.setdefault(key, len(keys)))
         bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
         if chunk_ids:
@@ -177,7 +189,33 @@ class LexicalIndex:
             np.array(acl, dtype=np.int32),
             list(keys),
             np.array(documents, dtype=np.int32),
+            content_keys,
         )
+
+    def term_bags(self) -> dict[str, list[str]]:
+        """Each content key's terms (with their counts; order does not matter to BM25),
+        read back from the stored matrix."""
+        wanted = [i for i, key in enumerate(self._content_keys) if key]
+        if not wanted or not len(self._indices):
+            return {}
+        words = sorted(self._vocab, key=self._vocab.__getitem__)
+        df = np.diff(self._indptr)
+        term_of = np.repeat(np.arange(len(df)), df)
+        docs = self._indices.astype(np.int64)
+        tfc = self._data.astype(np.float64) / _idf(df[term_of], len(self.chunk_ids))
+        norm = K1 * (1 - B + B * self._lengths[docs] / self._avg_all)
+        tf = np.rint(tfc * norm / (1 - tfc)).astype(np.int64)
+        order = np.argsort(docs, kind="stable")
+        bounds = np.searchsorted(docs[order], np.arange(len(self.chunk_ids) + 1))
+        bags: dict[str, list[str]] = {}
+        for i in wanted:
+            span = order[bounds[i] : bounds[i + 1]]
+            bags[self._content_keys[i]] = [
+                words[t]
+                for t, n in zip(term_of[span].tolist(), tf[span].tolist(), strict=True)
+                for _ in range(n)
+            ]
+        return bags
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -186,7 +224,10 @@ class LexicalIndex:
         np.save(folder / "acl.npy", self._acl)
         np.save(folder / "documents.npy", self._documents)
         (folder / CHUNKS_FILE).write_text(
-            json.dumps({"chunk_ids": self.chunk_ids, "label_keys": self._keys}), encoding="utf-8"
+            json.dumps(
+                {"chunk_ids": self.chunk_ids, "label_keys": self._keys, "content_keys": self._content_keys}
+            ),
+            encoding="utf-8",
         )
 
     @classmethod
@@ -203,7 +244,9 @@ class LexicalIndex:
             raise IndexStateError(f"the lexical index is unreadable: {exc}", path=folder) from exc
         if not len(meta["chunk_ids"]) == len(lengths) == len(acl) == len(documents):
             raise IndexStateError("the lexical index is inconsistent", path=folder)
-        return cls(bm25, meta["chunk_ids"], lengths, acl, meta["label_keys"], documents)
+        return cls(
+            bm25, meta["chunk_ids"], lengths, acl, meta["label_keys"], documents, meta.get("content_keys", ())
+        )
 
     def _view(self, visible: frozenset[str]) -> _View:
         view = self._views.get(visible)

@@ -127,3 +127,25 @@ def test_a_damaged_lexical_index_is_a_clear_error(tmp_path: Path, index: Lexical
 def test_an_empty_index_finds_nothing() -> None:
     empty = LexicalIndex.build([])
     assert empty.search(terms("pod"), visible=frozenset({"sre"}), n=5) == []
+
+
+def test_a_rebuild_reuses_the_terms_of_unchanged_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import runbook_rag.lexical as lexical
+
+    first = LexicalIndex.build([(*e, f"key-{e[0]}") for e in ENTRIES])
+    changed = [(*e, f"key-{e[0]}") for e in ENTRIES[:-1]]
+    changed.append(
+        ("c7", "ops/etcd.md", "Etcd leader changes\n\nDefragment the etcd members.", "platform,sre", "new")
+    )
+    tokenised: list[str] = []
+    real_terms = lexical.terms
+    monkeypatch.setattr(lexical, "terms", lambda text: tokenised.append(text) or real_terms(text))
+    second = LexicalIndex.build(changed, previous=first)
+    assert tokenised == [changed[-1][2]]  # only the new chunk was tokenised
+    fresh = LexicalIndex.build(changed)
+    everyone = frozenset(e[3] for e in ENTRIES)
+    for query in ("pod crash memory", "etcd defragment leader", "KubePodCrashLooping"):
+        q = real_terms(query)
+        got, want = second.search(q, visible=everyone, n=10), fresh.search(q, visible=everyone, n=10)
+        assert [c for c, _ in got] == [c for c, _ in want]
+        assert [s for _, s in got] == pytest.approx([s for _, s in want])
