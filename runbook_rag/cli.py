@@ -222,7 +222,9 @@ def ask(question: str, user: str, groups: Sequence[str], index_path: Path | None
 @click.option(
     "--group", "groups", multiple=True, help="A group of the caller (repeatable); a line's groups win."
 )
-@click.option("-k", "k", type=click.IntRange(10, 50), default=10, show_default=True, help="Hits per query.")
+@click.option(
+    "-k", "k", type=click.IntRange(1, 50), default=10, show_default=True, help="Documents ranked per query."
+)
 @_mode_option
 @click.option(
     "--fail-under",
