@@ -159,7 +159,7 @@ def _to_hit(match: StoredMatch, principal: Principal, weights: dict[str, float])
     present = set(terms("\n".join((title, " ".join(heading_path), match.text))))
     total = sum(weights.values())
     coverage = sum(w for t, w in weights.items() if t in present) / total if total else 0.0
-    cosine = 1.0 - match.distance
+    cosine = min(1.0, max(0.0, 1.0 - match.distance))
     return Hit(
         chunk_id=match.chunk_id,
         source=str(meta["source"]),
