@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from runbook_rag import Principal, RunbookIndex  # noqa: E402
 from runbook_rag.access import LABEL_SEP, AccessMap  # noqa: E402
-from runbook_rag.embedding import SentenceTransformerEmbedder, resolve_model  # noqa: E402
+from runbook_rag.embedding import SentenceTransformerEmbedder  # noqa: E402
 from runbook_rag.generations import load_manifest  # noqa: E402
 from runbook_rag.indexing import prepare  # noqa: E402
 from runbook_rag.sources import load_documents  # noqa: E402
@@ -178,36 +178,17 @@ def main() -> None:
 
 
 def run_llamaindex(documents, queries, principal, path):  # type: ignore[no-untyped-def]
-    import chromadb
-    from llama_index.core import Document, StorageContext, VectorStoreIndex
-    from llama_index.core.node_parser import MarkdownNodeParser
-    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
-    from llama_index.vector_stores.chroma import ChromaVectorStore
+    from peer import LlamaIndexPeer
 
-    folder, _ = resolve_model(None)
-    t = time.perf_counter()
-    embed = HuggingFaceEmbedding(model_name=str(folder), device="cpu")
-    docs = [
-        Document(text=d.text, metadata={"source": d.source, **{f"g_{g}": True for g in d.labels}})
-        for d in documents
-    ]
-    nodes = MarkdownNodeParser().get_nodes_from_documents(docs)
-    client = chromadb.PersistentClient(path=str(path))
-    store = ChromaVectorStore(chroma_collection=client.create_collection("peer"))
-    index = VectorStoreIndex(
-        nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=embed
-    )
-    seconds = time.perf_counter() - t
-    flags = [{f"g_{g}": {"$eq": True}} for g in sorted(principal.groups)]
-    where = {"$or": flags} if len(flags) > 1 else flags[0]
-    plain = index.as_retriever(similarity_top_k=K)
-    gated = index.as_retriever(similarity_top_k=K, vector_store_kwargs={"where": where})
+    peer = LlamaIndexPeer(documents, path)
+    plain = peer.retriever(K)
+    gated = peer.retriever(K, principal.groups)
     for q in queries[:5]:
         gated.retrieve(q)
     return {
-        "nodes": len(nodes),
-        "seconds": seconds,
-        "rate": len(nodes) / seconds,
+        "nodes": peer.nodes,
+        "seconds": peer.seconds,
+        "rate": peer.nodes / peer.seconds,
         "unfiltered": [timed(plain.retrieve, q) for q in queries],
         "filtered": [timed(gated.retrieve, q) for q in queries],
     }

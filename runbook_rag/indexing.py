@@ -321,14 +321,37 @@ def _write_generation(
     embedder: Embedder,
     diff: Diff,
 ) -> str:
+    return write_generation(
+        layout,
+        prepared.chunks,
+        keys,
+        vectors,
+        embedder,
+        documents=prepared.documents,
+        report=_report(prepared, diff),
+    )
+
+
+def write_generation(
+    layout: FileLayout | ServerLayout,
+    chunks: Sequence[Chunk],
+    keys: Sequence[str],
+    vectors: Sequence[Sequence[float]],
+    embedder: Embedder,
+    *,
+    documents: int,
+    report: dict[str, Any],
+) -> str:
+    """Write a complete generation (store, lexical index, query encoder, manifest) and publish it;
+    on any failure, remove what was written and leave the published generation as it was."""
     name = new_generation_name()
     try:
         store = layout.create_store(name)
-        store.add(prepared.chunks, vectors, keys)
+        store.add(chunks, vectors, keys)
         LexicalIndex.build(
             (
                 (c.chunk_id, c.source, c.embed_text, label_key(c.labels), k)
-                for c, k in zip(prepared.chunks, keys, strict=True)
+                for c, k in zip(chunks, keys, strict=True)
             ),
             previous=_published_lexical(layout),
         ).save(layout.lexical_dir(name))
@@ -338,7 +361,7 @@ def _write_generation(
             if embedder.export_query_encoder(layout.path / encoder):
                 query_encoder = encoder
         counts: dict[str, int] = defaultdict(int)
-        for chunk in prepared.chunks:
+        for chunk in chunks:
             counts[label_key(chunk.labels)] += 1
         layout.publish(
             Manifest(
@@ -350,12 +373,12 @@ def _write_generation(
                 max_tokens=embedder.max_tokens,
                 chunker={"version": CHUNKER_VERSION, "max_tokens": embedder.max_tokens},
                 versions=package_versions(),
-                documents=prepared.documents,
-                chunks=len(prepared.chunks),
+                documents=documents,
+                chunks=len(chunks),
                 label_sets=sorted(counts),
                 label_set_counts=dict(sorted(counts.items())),
                 query_encoder=query_encoder,
-                report=_report(prepared, diff),
+                report=report,
             )
         )
     except BaseException:

@@ -68,6 +68,7 @@ class ChromaStore:
         self.name = collection
         self._lock = threading.Lock()
         self._allowed: dict[str, list[str]] = {}
+        self._total: int | None = None
         try:
             self._client = client if client is not None else local_client(path)  # type: ignore[arg-type]
             if create:
@@ -126,11 +127,15 @@ class ChromaStore:
         allowed = self._allowed_ids(where)
         if not allowed:
             return []
+        if self._total is None:
+            self._total = self.count()
+        # A filter that matches every chunk restricts nothing: skip passing every id.
+        restrict = {"ids": allowed} if len(allowed) < self._total else {}
         result = self._collection.query(
             query_embeddings=cast(Any, [list(embedding)]),
             n_results=min(k, len(allowed)),
-            ids=allowed,
             include=["distances"],
+            **restrict,
         )
         return [(cid, float(d)) for cid, d in zip(result["ids"][0], result["distances"][0], strict=True)]
 
