@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import AccessViolation, ConfigError
-from .records import Principal
+from .records import Hit, Principal
 
 _GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 LABEL_SEP = ","
@@ -192,3 +192,33 @@ def check_entitled(principal: Principal, *, chunk_id: str, labels: Sequence[str]
     """Re-check a record against the principal; raise :class:`AccessViolation` on mismatch."""
     if not is_entitled(principal, labels):
         raise AccessViolation(chunk_id=chunk_id, user_id=principal.user_id)
+
+
+_MINT = object()
+
+
+@dataclass(frozen=True, slots=True)
+class EntitledHit:
+    """A hit that passed the access check for ``principal``.
+
+    Only :func:`entitle` makes these (the constructor refuses any other caller), and
+    the prompt builder accepts nothing else: restricted text cannot reach a prompt by
+    a path that skipped the check.
+    """
+
+    hit: Hit
+    principal: Principal
+    _mint: object = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self._mint is not _MINT:
+            raise TypeError("EntitledHit is made by runbook_rag.access.entitle() only")
+
+
+def entitle(principal: Principal, hits: Iterable[Hit]) -> tuple[EntitledHit, ...]:
+    """Check every hit against ``principal`` (raising :class:`AccessViolation`) and mark it entitled."""
+    out = []
+    for hit in hits:
+        check_entitled(principal, chunk_id=hit.chunk_id, labels=hit.labels)
+        out.append(EntitledHit(hit, principal, _MINT))
+    return tuple(out)

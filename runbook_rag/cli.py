@@ -197,13 +197,30 @@ def search(
 @click.argument("question")
 @_principal_options
 @_index_option
+@click.option(
+    "--llm-base-url",
+    help="An OpenAI-compatible endpoint to write the answer (key: $RUNBOOK_RAG_LLM_API_KEY).",
+)
+@click.option("--llm-model", help="The model name at that endpoint.")
 @_json_option
-def ask(question: str, user: str, groups: Sequence[str], index_path: Path | None, as_json: bool) -> None:
+def ask(
+    question: str,
+    user: str,
+    groups: Sequence[str],
+    index_path: Path | None,
+    llm_base_url: str | None,
+    llm_model: str | None,
+    as_json: bool,
+) -> None:
     """Answer a question from the runbooks the caller may read, with citations."""
     from .index import RunbookIndex
     from .records import Principal
+    from .settings import Settings
 
-    answer = RunbookIndex(index_path).answer(question, principal=Principal(user, frozenset(groups)))
+    overrides = {"llm_base_url": llm_base_url, "llm_model": llm_model}
+    settings = Settings(**{k: v for k, v in overrides.items() if v})  # type: ignore[arg-type]
+    index = RunbookIndex(index_path, settings=settings)
+    answer = index.answer(question, principal=Principal(user, frozenset(groups)))
     if as_json:
         _emit(answer.to_dict())
         return
@@ -213,6 +230,8 @@ def ask(question: str, user: str, groups: Sequence[str], index_path: Path | None
         for c in answer.citations:
             where = c.url or f"{c.source}:{c.start_line}-{c.end_line}"
             click.echo(f"  [{c.n}] {where}  {c.heading or c.title}")
+    if answer.fallback_reason:
+        click.echo(f"\n(extractive answer: the model was not used: {answer.fallback_reason})", err=True)
 
 
 @cli.command("eval")

@@ -10,18 +10,19 @@ import shutil
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .access import AccessMap
 from .answer import extractive_answer
 from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
-from .errors import EmbeddingError, ModelMismatchError
+from .errors import ConfigError, EmbeddingError, ModelMismatchError
 from .evaluation import EvalQuery, EvalReport, evaluate
 from .generations import Manifest, ServerLayout, open_layout, verify_generation
 from .indexing import build_index
 from .lexical import CHUNKS_FILE, LexicalIndex
-from .records import Answer, BuildReport, Hit, Principal, embed_text
+from .records import Answer, BuildReport, Hit, Principal, Usage, embed_text
 from .retrieval import Mode, Retrievers, search
 from .settings import Settings
 
@@ -55,6 +56,7 @@ class RunbookIndex:
         self._store: ChromaStore | None = None
         self._manifest: Manifest | None = None
         self._lexical: LexicalIndex | None = None
+        self._llm: Any = None
         self._query_encoder: OnnxQueryEncoder | None = None
         self._query_encoder_name: str | None = None
         self._checked = 0.0
@@ -146,11 +148,60 @@ class RunbookIndex:
         )
 
     def answer(
-        self, question: str, *, principal: Principal, k: int | None = None, mode: Mode | None = None
+        self,
+        question: str,
+        *,
+        principal: Principal,
+        k: int | None = None,
+        mode: Mode | None = None,
+        llm: Any = None,
     ) -> Answer:
-        """An extractive, cited answer from what ``principal`` may read, or an abstention."""
+        """A cited answer from what ``principal`` may read, or an abstention.
+
+        Extractive and offline unless a model is given (``llm``: any llama-index LLM) or
+        configured (``llm_base_url``/``llm_model``); a model that is slow, failing or
+        misbehaving gives the extractive answer instead, with the reason.
+        """
+        started = time.perf_counter()
         hits = self.search(question, principal=principal, k=k, mode=mode)
-        return extractive_answer(question, hits, abstain_below=self.settings.abstain_below)
+        retrieve_ms = (time.perf_counter() - started) * 1000
+        llm = llm if llm is not None else self._configured_llm()
+        if llm is None:
+            answer = extractive_answer(question, hits, abstain_below=self.settings.abstain_below)
+            return replace(answer, usage=Usage({"retrieve": retrieve_ms}))
+        from .llm import LLMPolicy, llm_answer
+
+        s = self.settings
+        policy = LLMPolicy(
+            timeout=s.llm_timeout,
+            retries=s.llm_retries,
+            link_hosts=frozenset(h.lower() for h in s.llm_link_hosts),
+            prices=s.llm_prices,
+        )
+        return llm_answer(
+            question,
+            hits,
+            principal=principal,
+            llm=llm,
+            policy=policy,
+            abstain_below=s.abstain_below,
+            retrieve_ms=retrieve_ms,
+        )
+
+    def _configured_llm(self) -> Any:
+        s = self.settings
+        if not s.llm_base_url:
+            return None
+        if not s.llm_model:
+            raise ConfigError("llm_base_url is set but no llm_model (RUNBOOK_RAG_LLM_MODEL / --llm-model)")
+        if self._llm is None:
+            from .llm import openai_compatible
+
+            key = s.llm_api_key.get_secret_value() if s.llm_api_key else None
+            self._llm = openai_compatible(
+                base_url=s.llm_base_url, model=s.llm_model, api_key=key, timeout=s.llm_timeout
+            )
+        return self._llm
 
     def evaluate(
         self,

@@ -145,17 +145,51 @@ class Citation:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """An answer with numbered citations, or an abstention."""
+    """An answer with numbered citations, or an abstention.
+
+    ``mode`` is ``"llm"`` when a model wrote the text, else ``"extractive"``;
+    ``fallback_reason`` says why a configured model's answer was not used.
+    """
 
     text: str
     abstained: bool
     citations: tuple[Citation, ...] = ()
+    mode: str = "extractive"
+    fallback_reason: str | None = None
+    usage: Usage | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
             "answer": self.text,
             "abstained": self.abstained,
             "citations": [c.to_dict() for c in self.citations],
+            "mode": self.mode,
+            "fallback_reason": self.fallback_reason,
+            "usage": self.usage.to_dict() if self.usage else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What answering one question cost: latency by stage, tokens, model, estimated cost."""
+
+    stages_ms: dict[str, float]
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    llm_calls: int = 0
+    fallback: bool = False
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "stages_ms": {k: round(v, 2) for k, v in self.stages_ms.items()},
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": None if self.cost is None else round(self.cost, 6),
+            "llm_calls": self.llm_calls,
+            "fallback": self.fallback,
         }
 
 

@@ -48,3 +48,19 @@ class Settings(BaseSettings):
             "IDF-weighted query-term coverage) is below this; see benchmarks/calibrate_abstention.py."
         ),
     )
+    llm_base_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible chat-completions endpoint for `ask` (unset: extractive answers).",
+    )
+    llm_model: str | None = Field(None, description="The model name sent to that endpoint.")
+    llm_api_key: SecretStr | None = Field(None, description="Its API key (never logged).")
+    llm_timeout: float = Field(30.0, gt=0, le=600, description="Seconds before a model call falls back.")
+    llm_retries: int = Field(2, ge=0, le=5, description="Retries of a failing model call, with backoff.")
+    llm_link_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts a model's answer may link to; other links and images are removed.",
+    )
+    llm_prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description='Per model, USD per million tokens: {"name": {"prompt": 0.15, "completion": 0.6}}.',
+    )

@@ -1,0 +1,254 @@
+"""Answers written by a model, behind the prompt firewall, with a safe fallback.
+
+The only module that imports llama-index's LLM types. Any ``llama_index.core.llms.LLM``
+can answer; :func:`openai_compatible` makes one for an OpenAI-compatible chat-completions
+endpoint (OpenAI, vLLM, Ollama, LM Studio...). The model sees only a prompt built by
+:mod:`runbook_rag.prompting` from entitled passages, and what it returns is text for a
+human: it is parsed as JSON, every cited number must be a block of the prompt and match
+the ``[n]`` markers of the text, images and links to hosts outside the allow-list are
+removed, and the text is redacted. An invalid reply is retried once with the validation
+error; a second invalid reply, a timeout, or an unreachable or failing model gives the
+offline extractive answer instead, with the reason.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError
+
+from .access import entitle
+from .answer import ABSTAIN_TEXT, extractive_answer
+from .errors import ConfigError
+from .prompting import Prompt, build_prompt
+from .records import Answer, Citation, Hit, Principal, Usage
+from .redaction import redact
+from .screening import screen
+
+log = logging.getLogger("runbook_rag")
+
+MAX_PASSAGES = 5
+_FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.IGNORECASE)
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]*)>?[^)]*\)")
+_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(\s*<?([^)\s>]*)>?[^)]*\)")
+_URL = re.compile(r"\b(?:https?|ftp)://[^\s)>\]]+", re.IGNORECASE)
+
+
+class Reply(BaseModel):
+    """The structured reply a model must give."""
+
+    answer: str = Field(min_length=1, max_length=8000)
+    citations: list[int] = Field(default_factory=list, max_length=20)
+    confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class InvalidReply(ValueError):
+    """A model's reply broke the contract (the message is fed back to it once)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LLMPolicy:
+    """How a model is called and its replies checked."""
+
+    timeout: float = 30.0
+    retries: int = 2
+    backoff: float = 0.5
+    link_hosts: frozenset[str] = frozenset()
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def openai_compatible(*, base_url: str, model: str, api_key: str | None, timeout: float) -> Any:
+    """A llama-index LLM for an OpenAI-compatible chat-completions endpoint."""
+    try:
+        from llama_index.llms.openai_like import OpenAILike
+    except ImportError as exc:
+        raise ConfigError(
+            f"answering with a model needs llama-index ({exc.name} is missing): "
+            "pip install 'runbook-rag[llm]'"
+        ) from None
+    return OpenAILike(
+        model=model,
+        api_base=base_url,
+        api_key=api_key or "not-needed",
+        is_chat_model=True,
+        timeout=timeout,
+        max_retries=0,  # retries are ours: bounded, with backoff, then the fallback
+        temperature=0.0,
+        context_window=8192,
+    )
+
+
+def llm_answer(
+    question: str,
+    hits: Sequence[Hit],
+    *,
+    principal: Principal,
+    llm: Any,
+    policy: LLMPolicy,
+    abstain_below: float,
+    retrieve_ms: float,
+) -> Answer:
+    """An answer written by ``llm`` from ``hits`` (already access-checked, best first)."""
+    stages = {"retrieve": retrieve_ms}
+    started = time.perf_counter()
+    extractive = extractive_answer(question, hits, abstain_below=abstain_below)
+    if extractive.abstained:  # nothing relevant: the model is not asked
+        stages["prompt"] = _ms(started)
+        return replace(extractive, usage=Usage(stages, model=_model_name(llm)))
+    passages = entitle(principal, [h for h in hits if h.score >= abstain_below][:MAX_PASSAGES])
+    prompt = build_prompt(question, passages, principal=principal)
+    stages["prompt"] = _ms(started)
+    messages = [_message("system", prompt.system), _message("user", prompt.user)]
+    tokens = [0, 0, False]
+    calls = 0
+    stages["llm"] = stages["validate"] = 0.0
+    reason = "invalid_output"
+    for _ in range(2):
+        started = time.perf_counter()
+        try:
+            content, counts = _chat(llm, messages, policy)
+        except _Unavailable as exc:
+            reason = exc.reason
+            stages["llm"] += _ms(started)
+            break
+        stages["llm"] += _ms(started)
+        calls += 1
+        if counts:
+            tokens[0] += counts[0]
+            tokens[1] += counts[1]
+            tokens[2] = True
+        started = time.perf_counter()
+        try:
+            answer = _validated(content, prompt, policy)
+        except InvalidReply as exc:
+            stages["validate"] += _ms(started)
+            log.warning("the model's reply was invalid (%s)%s", exc, "; asking again" if calls == 1 else "")
+            messages += [
+                _message("assistant", redact(content[:4000]).text),
+                _message(
+                    "user", f"Your reply was invalid: {exc}. Reply again with one JSON object as instructed."
+                ),
+            ]
+            continue
+        stages["validate"] += _ms(started)
+        usage = _usage(llm, stages, tokens, calls, policy, fallback=False)
+        return replace(answer, usage=usage)
+    log.warning("answering without the model: %s", reason)
+    usage = _usage(llm, stages, tokens, calls, policy, fallback=True)
+    return replace(extractive, fallback_reason=reason, usage=usage)
+
+
+class _Unavailable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _chat(llm: Any, messages: list[Any], policy: LLMPolicy) -> tuple[str, tuple[int, int] | None]:
+    """One reply, with a timeout and bounded retries with backoff on errors."""
+    for attempt in range(policy.retries + 1):
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        future = pool.submit(llm.chat, messages)
+        try:
+            response = future.result(timeout=policy.timeout)
+        except concurrent.futures.TimeoutError:
+            raise _Unavailable("timeout") from None
+        except Exception as exc:  # any failure of the model or its transport means: fall back
+            log.warning("the model call failed (%s), attempt %d", type(exc).__name__, attempt + 1)
+            if attempt == policy.retries:
+                raise _Unavailable("llm_error") from None
+            time.sleep(policy.backoff * 2**attempt)
+            continue
+        finally:
+            pool.shutdown(wait=False)
+        content = str(response.message.content or "")
+        extra = dict(getattr(response, "additional_kwargs", None) or {})
+        if "prompt_tokens" in extra and "completion_tokens" in extra:
+            return content, (int(extra["prompt_tokens"]), int(extra["completion_tokens"]))
+        return content, None
+    raise _Unavailable("llm_error")  # pragma: no cover - the loop always returns or raises
+
+
+def _validated(content: str, prompt: Prompt, policy: LLMPolicy) -> Answer:
+    try:
+        reply = Reply.model_validate(json.loads(_FENCE.sub("", content.strip())))
+    except (json.JSONDecodeError, ValidationError) as exc:
+        problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else "not a JSON object"
+        raise InvalidReply(f"the reply is not the JSON object asked for ({problem})") from None
+    cited = sorted(set(reply.citations))
+    unknown = [n for n in cited if n not in prompt.numbers]
+    if unknown:
+        raise InvalidReply(f"citation {unknown[0]} is not the number of an excerpt")
+    markers = sorted({int(n) for n in _MARKER.findall(reply.answer)})
+    if markers != cited:
+        raise InvalidReply(f"the [n] markers in the answer {markers} do not match its citations {cited}")
+    text = _strip_links(reply.answer, policy.link_hosts)
+    if screen(text) is not None:
+        raise InvalidReply("the answer carries instructions aimed at a model, not an answer for a human")
+    if not cited:
+        return Answer(text=ABSTAIN_TEXT, abstained=True, mode="llm")
+    text = redact(text).text
+    citations = []
+    for n in cited:
+        hit = prompt.passages[n - 1].hit
+        citations.append(
+            Citation(
+                n, hit.chunk_id, hit.source, hit.title, hit.heading, hit.start_line, hit.end_line, hit.url
+            )
+        )
+    return Answer(text=text, abstained=False, citations=tuple(citations), mode="llm")
+
+
+def _strip_links(text: str, hosts: frozenset[str]) -> str:
+    """Remove images and links to hosts outside ``hosts`` (a link keeps its text)."""
+
+    def allowed(url: str) -> bool:
+        host = (urlsplit(url).hostname or "").lower()
+        return bool(host) and any(host == h or host.endswith("." + h) for h in hosts)
+
+    text = _IMAGE.sub(lambda m: m.group() if allowed(m.group(1)) else "[image removed]", text)
+    text = _LINK.sub(lambda m: m.group() if allowed(m.group(2)) else m.group(1), text)
+    return _URL.sub(lambda m: m.group() if allowed(m.group()) else "[link removed]", text)
+
+
+def _usage(
+    llm: Any, stages: dict[str, float], tokens: list[Any], calls: int, policy: LLMPolicy, *, fallback: bool
+) -> Usage:
+    model = _model_name(llm)
+    prompt_tokens, completion_tokens = (tokens[0], tokens[1]) if tokens[2] else (None, None)
+    price = policy.prices.get(model or "")
+    cost = None
+    if price and prompt_tokens is not None and completion_tokens is not None:
+        cost = (
+            prompt_tokens * price.get("prompt", 0.0) + completion_tokens * price.get("completion", 0.0)
+        ) / 1e6
+    return Usage(dict(stages), model, prompt_tokens, completion_tokens, cost, calls, fallback)
+
+
+def _model_name(llm: Any) -> str | None:
+    name = getattr(llm, "model", None)
+    if not name:
+        try:
+            name = llm.metadata.model_name
+        except AttributeError:
+            return None
+    return str(name)
+
+
+def _message(role: str, content: str) -> Any:
+    from llama_index.core.llms import ChatMessage, MessageRole
+
+    return ChatMessage(role=MessageRole(role), content=content)
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
