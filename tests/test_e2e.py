@@ -242,13 +242,14 @@ def test_cli_search_needs_no_torch(sample_index_path: Path) -> None:
         "import sys\nfrom runbook_rag.cli import main\n"
         "args = ['search', 'ledger lag', '--user', 'u', '--group', 'sre', '--index', "
         f"{str(sample_index_path)!r}]\n"
-        "try:\n    main(args)\n"
-        "except SystemExit:\n    pass\n"
-        "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)"
+        "for a in (args, ['ask', *args[1:]]):\n"
+        "    try:\n        main(a)\n"
+        "    except SystemExit:\n        pass\n"
+        "print([m in sys.modules for m in ('torch', 'sentence_transformers', 'llama_index')])"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert "finance/ledger-kafka-consumer-lag.md" in out
-    assert out.strip().endswith("False False")
+    assert out.strip().endswith("[False, False, False]")  # extractive ask needs no llama-index either
 
 
 def test_another_local_model_folder_can_be_configured(tmp_path: Path) -> None:
