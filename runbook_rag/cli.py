@@ -173,7 +173,7 @@ def search(
     from .index import RunbookIndex
     from .records import Principal
 
-    hits = RunbookIndex(index_path).search(
+    hits = RunbookIndex(index_path, interface="cli").search(
         query,
         principal=Principal(user, frozenset(groups)),
         k=k,
@@ -219,7 +219,7 @@ def ask(
 
     overrides = {"llm_base_url": llm_base_url, "llm_model": llm_model}
     settings = Settings(**{k: v for k, v in overrides.items() if v})  # type: ignore[arg-type]
-    index = RunbookIndex(index_path, settings=settings)
+    index = RunbookIndex(index_path, settings=settings, interface="cli")
     answer = index.answer(question, principal=Principal(user, frozenset(groups)))
     if as_json:
         _emit(answer.to_dict())
@@ -282,7 +282,7 @@ def evaluate(
         except ValueError:
             raise ConfigError(f"--fail-under wants METRIC=VALUE, got {gate!r}") from None
     principal = Principal(user, frozenset(groups)) if groups else None
-    report = RunbookIndex(index_path).evaluate(
+    report = RunbookIndex(index_path, interface="cli").evaluate(
         load_queries(queries),
         principal=principal,
         k=k,
@@ -341,6 +341,45 @@ def index_verify(index_path: Path | None, as_json: bool) -> None:
     else:
         click.echo("ok" if not problems else "\n".join(problems))
     if problems:
+        sys.exit(1)
+
+
+@cli.group()
+def audit() -> None:
+    """Check the audit trail."""
+
+
+@audit.command("verify")
+@click.argument("log_file", type=click.Path(path_type=Path))
+@click.option(
+    "--key-file", type=click.Path(path_type=Path), help="The HMAC key (default: $RUNBOOK_RAG_AUDIT_KEY)."
+)
+@_index_option
+@_json_option
+def audit_verify(log_file: Path, key_file: Path | None, index_path: Path | None, as_json: bool) -> None:
+    """Check every record's HMAC and the chain; exit 1 naming the first bad line."""
+    from .audit import load_key, verify
+    from .settings import Settings
+
+    settings = Settings()
+    if key_file is None and settings.audit_key is None:
+        key_file = settings.audit_key_file or (index_path or settings.index) / ".audit.key"
+    secret = settings.audit_key.get_secret_value() if settings.audit_key and key_file is None else None
+    verdict = verify(log_file, key=load_key(key=secret, key_file=key_file))
+    if as_json:
+        _emit(
+            {
+                "ok": verdict.ok,
+                "records": verdict.records,
+                "bad_line": verdict.bad_line,
+                "reason": verdict.reason,
+            }
+        )
+    elif verdict.ok:
+        click.echo(f"ok: {verdict.records} records, chain intact")
+    else:
+        click.echo(f"{log_file}:{verdict.bad_line}: {verdict.reason}")
+    if not verdict.ok:
         sys.exit(1)
 
 

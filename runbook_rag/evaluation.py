@@ -153,7 +153,12 @@ def evaluate(
             raise ConfigError(f"query {query.id!r} has no groups and no principal was given")
         started = time.perf_counter()
         # One chunk per runbook: the hits are then the document ranking itself.
-        hits = index.search(query.query, principal=who, k=max(k, max(CUTOFFS)), mode=mode, per_document=1)
+        hits = index._audited(  # audited as "eval"
+            "eval",
+            who,
+            query.query,
+            lambda audit, q=query.query, p=who: index._search(q, p, max(k, *CUTOFFS), mode, 1, audit),  # type: ignore[misc]
+        )
         answer = extractive_answer(query.query, hits, abstain_below=index.settings.abstain_below)
         seconds = time.perf_counter() - started
         ranked = tuple(dict.fromkeys(h.source for h in hits))[:k]

@@ -9,15 +9,16 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .access import AccessMap
 from .answer import extractive_answer
+from .audit import AuditLog, load_key
 from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
-from .errors import ConfigError, EmbeddingError, ModelMismatchError
+from .errors import ConfigError, EmbeddingError, ModelMismatchError, RunbookRagError
 from .evaluation import EvalQuery, EvalReport, evaluate
 from .generations import Manifest, ServerLayout, open_layout, verify_generation
 from .indexing import build_index
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from .store import ChromaStore
 
 log = logging.getLogger("runbook_rag")
+T = TypeVar("T")
 REFRESH_SECONDS = 1.0
 
 
@@ -47,9 +49,12 @@ class RunbookIndex:
         *,
         settings: Settings | None = None,
         embedder: Embedder | None = None,
+        interface: str = "library",
     ) -> None:
+        """``interface`` names the caller in the audit trail: library, cli or http."""
         self.settings = settings or Settings()
         self.path = Path(path) if path is not None else self.settings.index
+        self.interface = interface
         self._embedder = embedder
         self._lock = threading.Lock()
         self._generation: str | None = None
@@ -62,6 +67,7 @@ class RunbookIndex:
         self._checked = 0.0
         self._layout = open_layout(self.path, self.settings)
         self._open()
+        self.audit_log = self._open_audit()
 
     @classmethod
     def build(
@@ -136,16 +142,36 @@ class RunbookIndex:
         ``mode`` is ``"hybrid"`` (the default), ``"dense"`` or ``"lexical"``; ``per_document``
         caps the chunks returned from one runbook (0: no cap).
         """
+        return self._audited(
+            "search",
+            principal,
+            query,
+            lambda audit: self._search(query, principal, k, mode, per_document, audit),
+        )
+
+    def _search(
+        self,
+        query: str,
+        principal: Principal,
+        k: int | None,
+        mode: Mode | None,
+        per_document: int | None,
+        audit: dict[str, Any] | None,
+    ) -> list[Hit]:
         self._refresh()
         assert self._store is not None and self._manifest is not None and self._lexical is not None
-        return search(
+        hits = search(
             Retrievers(self._store, self._lexical, self._query_embedder(), self._manifest.label_sets),
             principal=principal,
             query=query,
             k=k or self.settings.k,
             mode=mode or self.settings.retrieval,
             per_document=self.settings.per_document if per_document is None else per_document,
+            audit=audit,
         )
+        if audit is not None:
+            audit["mode"] = mode or self.settings.retrieval
+        return hits
 
     def answer(
         self,
@@ -162,8 +188,21 @@ class RunbookIndex:
         configured (``llm_base_url``/``llm_model``); a model that is slow, failing or
         misbehaving gives the extractive answer instead, with the reason.
         """
+        return self._audited(
+            "ask", principal, question, lambda audit: self._answer(question, principal, k, mode, llm, audit)
+        )
+
+    def _answer(
+        self,
+        question: str,
+        principal: Principal,
+        k: int | None,
+        mode: Mode | None,
+        llm: Any,
+        audit: dict[str, Any],
+    ) -> Answer:
         started = time.perf_counter()
-        hits = self.search(question, principal=principal, k=k, mode=mode)
+        hits = self._search(question, principal, k, mode, None, audit)
         retrieve_ms = (time.perf_counter() - started) * 1000
         llm = llm if llm is not None else self._configured_llm()
         if llm is None:
@@ -186,6 +225,71 @@ class RunbookIndex:
             policy=policy,
             abstain_below=s.abstain_below,
             retrieve_ms=retrieve_ms,
+        )
+
+    def _audited(
+        self, action: str, principal: Principal, query: str, run: Callable[[dict[str, Any]], T]
+    ) -> T:
+        """Run one query and append its audit record; a record that cannot be written fails it."""
+        started = time.perf_counter()
+        audit: dict[str, Any] = {}
+        try:
+            result = run(audit)
+        except RunbookRagError as exc:
+            self._record(action, principal, query, audit, started, None, f"error:{type(exc).__name__}")
+            raise
+        self._record(action, principal, query, audit, started, result, None)
+        return result
+
+    def _record(
+        self,
+        action: str,
+        principal: Principal,
+        query: str,
+        audit: dict[str, Any],
+        started: float,
+        result: Any,
+        outcome: str | None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "action": action,
+            "interface": self.interface,
+            "principal": {"id": principal.user_id, "groups": sorted(principal.groups)},
+            "query": query if isinstance(query, str) else "",
+            "generation": self._generation,
+            "withheld": audit.get("withheld"),
+            "mode": audit.get("mode"),
+        }
+        if isinstance(result, Answer):
+            usage = result.usage
+            fields.update(
+                mode=result.mode,
+                chunk_ids=[c.chunk_id for c in result.citations],
+                sources=sorted({c.source for c in result.citations}),
+                model=usage.model if usage else None,
+                tokens=(
+                    {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens} if usage else None
+                ),
+                fallback_reason=result.fallback_reason,
+            )
+            outcome = "abstained" if result.abstained else "answered"
+        elif isinstance(result, list):
+            fields.update(chunk_ids=[h.chunk_id for h in result], sources=sorted({h.source for h in result}))
+            outcome = "ok" if result else "no_results"
+        fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        fields["outcome"] = outcome
+        self.audit_log.append(**fields)
+
+    def _open_audit(self) -> AuditLog:
+        s = self.settings
+        if s.audit_key is not None or s.audit_key_file is not None:
+            key = load_key(
+                key=s.audit_key.get_secret_value() if s.audit_key else None, key_file=s.audit_key_file
+            )
+        else:
+            key = _local_audit_key(self.path)
+        return AuditLog(
+            s.audit_log or self.path / "audit.log", key=key, keep_query_text=s.audit_keep_query_text
         )
 
     def _configured_llm(self) -> Any:
@@ -298,6 +402,22 @@ class RunbookIndex:
                         self.settings.model, batch_size=self.settings.batch_size
                     )
         return self._embedder
+
+
+def _local_audit_key(index_path: Path) -> bytes:
+    """A random key kept in the index folder (mode 0600), made on first use. Set
+    RUNBOOK_RAG_AUDIT_KEY from a secret store instead, so the key does not sit by the log."""
+    path = index_path / ".audit.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(32))
+    return load_key(key_file=path)
 
 
 def sync_confluence(base_url: str, spaces: Sequence[str], mirror: Path) -> Path:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from .access import check_entitled, where_filter
+from .access import check_entitled, is_entitled, where_filter
 from .embedding import Embedder, OnnxQueryEncoder
 from .errors import QueryError
 from .lexical import LexicalIndex, identifiers, terms
@@ -76,20 +76,28 @@ def search(
     k: int,
     mode: Mode = "hybrid",
     per_document: int = 0,
+    audit: dict[str, object] | None = None,
 ) -> list[Hit]:
     """The ``k`` best chunks for ``query`` among those ``principal`` may read, best first.
 
-    ``per_document`` (when above 0) caps how many chunks of one source are returned.
+    ``per_document`` (when above 0) caps how many chunks of one source are returned. When
+    ``audit`` is given, ``audit["withheld"]`` is set to how many of the ``k`` nearest chunks of
+    the whole index the access filter kept from the principal: for the audit trail only.
     """
     if mode not in MODES:
         raise QueryError(f"unknown retrieval mode {mode!r} (choose from {', '.join(MODES)})")
     query = validate_query(query, k)
     where = where_filter(principal, retrievers.label_keys)
+    store, lexical = retrievers.store, retrievers.lexical
+    if where is None and audit is None:
+        return []
+    vector = retrievers.embedder.embed([query])[0]
+    if audit is not None:
+        nearest = store.nearest_labels(vector, k=k)
+        audit["withheld"] = sum(1 for labels in nearest if not is_entitled(principal, labels))
     if where is None:
         return []
     visible = frozenset(where["acl_key"]["$in"])
-    store, lexical = retrievers.store, retrievers.lexical
-    vector = retrievers.embedder.embed([query])[0]
     depth = max(CANDIDATES, 4 * k)
     query_terms = terms(query)
 

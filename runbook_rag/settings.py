@@ -64,3 +64,11 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Per model, USD per million tokens: {"name": {"prompt": 0.15, "completion": 0.6}}.',
     )
+    audit_log: Path | None = Field(
+        None, description="The audit trail (default: audit.log in the index folder)."
+    )
+    audit_key: SecretStr | None = Field(None, description="HMAC key of the audit chain (at least 16 bytes).")
+    audit_key_file: Path | None = Field(None, description="A file holding that key.")
+    audit_keep_query_text: bool = Field(
+        True, description="Keep each query (masked) in the audit trail; when false, only its HMAC."
+    )

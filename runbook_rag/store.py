@@ -150,6 +150,14 @@ class ChromaStore:
             )
         )
 
+    def nearest_labels(self, embedding: Sequence[float], *, k: int) -> list[tuple[str, ...]]:
+        """The label lists of the ``k`` nearest chunks of the whole collection, and nothing
+        else: how much the access filter withheld, for the audit trail."""
+        result = self._collection.query(
+            query_embeddings=cast(Any, [list(embedding)]), n_results=k, include=["metadatas"]
+        )
+        return [StoredMatch("", 0.0, "", dict(m or {})).labels for m in result["metadatas"][0]]
+
     def score_ids(self, embedding: Sequence[float], ids: Sequence[str]) -> list[StoredMatch]:
         """The chunks ``ids`` (those that exist) with their exact cosine distance to ``embedding``."""
         import numpy as np
