@@ -107,13 +107,13 @@ class AuditLog:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "r+b") as fh:
+            with os.fdopen(fd, "r+b", buffering=0) as fh:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 try:
                     record["prev"] = _last_mac(fh)
                     record["mac"] = _mac(self._key, record)
-                    fh.write(_canonical(record) + b"\n")
-                    fh.flush()
+                    # One write(2) of the whole line: a killed process leaves all of it or none.
+                    os.write(fh.fileno(), _canonical(record) + b"\n")
                     os.fsync(fh.fileno())
                 finally:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

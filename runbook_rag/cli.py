@@ -344,6 +344,37 @@ def index_verify(index_path: Path | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@_index_option
+@click.option(
+    "--tokens",
+    "tokens_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="YAML/JSON list of {token_sha256, user, groups[, endpoints]}.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option(
+    "--audit-log", type=click.Path(path_type=Path), help="Audit trail (default: audit.log in the index)."
+)
+@click.option(
+    "--rate",
+    "per_minute",
+    type=click.IntRange(1, 100000),
+    default=600,
+    show_default=True,
+    help="Requests a minute per token.",
+)
+def serve(
+    index_path: Path | None, tokens_file: Path, host: str, port: int, audit_log: Path | None, per_minute: int
+) -> None:
+    """Serve search and ask over HTTP to callers with bearer tokens."""
+    from .service import serve as run_service
+
+    run_service(index_path, tokens_file, host=host, port=port, audit_log=audit_log, per_minute=per_minute)
+
+
 @cli.group()
 def audit() -> None:
     """Check the audit trail."""

@@ -55,6 +55,7 @@ class RunbookIndex:
         self.settings = settings or Settings()
         self.path = Path(path) if path is not None else self.settings.index
         self.interface = interface
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._embedder = embedder
         self._lock = threading.Lock()
         self._generation: str | None = None
@@ -278,7 +279,9 @@ class RunbookIndex:
             outcome = "ok" if result else "no_results"
         fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
         fields["outcome"] = outcome
-        self.audit_log.append(**fields)
+        record = self.audit_log.append(**fields)
+        for listener in self.listeners:
+            listener(record)
 
     def _open_audit(self) -> AuditLog:
         s = self.settings

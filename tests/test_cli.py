@@ -61,7 +61,9 @@ def test_ask_json_contract_and_no_leak(capsys, sample_index_path: Path) -> None:
     )
     assert code == 0
     body = json.loads(out)
-    assert set(body) == {"answer", "abstained", "citations"}
+    assert set(body) == {"answer", "abstained", "citations", "mode", "fallback_reason", "usage"}
+    assert body["mode"] == "extractive" and body["fallback_reason"] is None
+    assert set(body["usage"]) >= {"stages_ms", "model", "prompt_tokens", "completion_tokens", "cost"}
     assert "hsm-outage" not in out and "HP-E030" not in out
     code, out, _ = run(
         capsys,
