@@ -412,11 +412,17 @@ def _local_audit_key(index_path: Path) -> bytes:
     RUNBOOK_RAG_AUDIT_KEY from a secret store instead, so the key does not sit by the log."""
     path = index_path / ".audit.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             pass
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the audit key here ({exc.strerror}); set RUNBOOK_RAG_AUDIT_KEY "
+                "(and RUNBOOK_RAG_AUDIT_LOG when the index folder is read-only)",
+                path=path,
+            ) from None
         else:
             with os.fdopen(fd, "w") as fh:
                 fh.write(secrets.token_hex(32))

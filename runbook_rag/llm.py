@@ -84,6 +84,7 @@ def openai_compatible(*, base_url: str, model: str, api_key: str | None, timeout
         max_retries=0,  # retries are ours: bounded, with backoff, then the fallback
         temperature=0.0,
         context_window=8192,
+        reuse_client=False,  # a client per call: nothing left open between questions
     )
 
 
