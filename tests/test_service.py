@@ -279,3 +279,24 @@ def test_killed_mid_load_and_restarted_the_audit_log_verifies(
         proc.wait(10)
     after = verify(log, key=KEY.encode())
     assert after.ok and after.records >= before.records + 20
+
+
+def test_an_unwritable_audit_trail_is_503_and_no_answer(
+    tmp_path: Path, sample_index_path: Path, model
+) -> None:
+    (tmp_path / "blocked.log").mkdir()
+    index = RunbookIndex(
+        sample_index_path,
+        settings=Settings(audit_log=tmp_path / "blocked.log", audit_key=KEY),
+        embedder=model,
+        interface="http",
+    )
+    server = Server(create_app(index, load_tokens(tokens_file(tmp_path / "t.json"))))
+    try:
+        for path, body in (("/v1/search", {"query": FAILOVER}), ("/v1/ask", {"question": FAILOVER})):
+            got = post(server.url, path, body, TOKENS["dba"])
+            assert got.status_code == 503 and got.json() == {
+                "error": {"code": "unavailable", "message": "the service cannot answer now"}
+            }
+    finally:
+        server.stop()
