@@ -121,7 +121,7 @@ class EvalReport:
     def to_dict(self, *, per_query: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.metrics)
         if per_query:
-            out["queries"] = [
+            out["results"] = [
                 {
                     "id": r.id,
                     "kind": r.kind,

@@ -85,3 +85,13 @@ def test_abstention_and_leak_metrics() -> None:
     assert report.failures({"answered": 0.9})[1] == "answered 0.5 is below 0.9"
     with pytest.raises(ConfigError, match="unknown metric"):
         report.failures({"recall@3": 0.5})
+
+
+def test_per_query_results_keep_the_query_count() -> None:
+    results = [result("a", ["a.md"], ["b.md", "a.md"]), result("b", [], ["z.md"], abstained=True)]
+    out = EvalReport(metrics(results), results).to_dict(per_query=True)
+    assert out["queries"] == 2
+    assert [(r["id"], r["first_relevant"], r["abstained"]) for r in out["results"]] == [
+        ("a", 2, False),
+        ("b", None, True),
+    ]
