@@ -9,6 +9,7 @@ OpenAPI schema at ``/openapi.json``. Every request is audited by the index (inte
 """
 
 import hashlib
+import logging
 import re
 import threading
 import time
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import AccessViolation, ConfigError, IndexStateError, QueryError, RunbookRagError
 from .records import Principal
 
+security = logging.getLogger("runbook_rag.security")
 MAX_BODY_BYTES = 16 * 1024
 ENDPOINTS = frozenset({"search", "ask"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -208,6 +210,7 @@ def create_app(
         if isinstance(exc, IndexStateError):
             return error(503, "index_unavailable", "the index is not available")
         if isinstance(exc, AccessViolation):
+            security.error("security: an access check failed serving user %s; answered 500", exc.user_id)
             return error(500, "internal_error", "internal error")
         return error(503, "unavailable", "the service cannot answer now")
 
