@@ -167,6 +167,9 @@ def verify(path: Path | str, *, key: bytes) -> Verdict:
             return Verdict(count, number, "not an audit record")
         if not hmac.compare_digest(str(mac), _mac(key, record)):
             return Verdict(count, number, "the record was altered (its HMAC does not match)")
+        if line != _canonical({**record, "mac": mac}):
+            # Same parsed content, other bytes (a duplicated key, spacing): what a reader sees may differ.
+            return Verdict(count, number, "the record was altered (it is not in canonical form)")
         if record.get("prev") != prev:
             return Verdict(
                 count, number, "the chain is broken: a record before it was removed, added or moved"

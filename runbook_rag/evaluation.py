@@ -64,6 +64,7 @@ def load_queries(path: Path | str) -> list[EvalQuery]:
             problem = exc.errors()[0]
             where = ".".join(map(str, problem["loc"])) or "line"
             raise ConfigError(f"{where}: {problem['msg']}", path=path, line=number) from None
+        query = query.model_copy(update={"relevant": list(dict.fromkeys(query.relevant))})
         if query.id in seen:
             raise ConfigError(f"duplicate query id {query.id!r}", path=path, line=number)
         seen.add(query.id)
@@ -114,7 +115,9 @@ class EvalReport:
             if name not in gate_metrics():
                 raise ConfigError(f"unknown metric {name!r} (one of: {', '.join(gate_metrics())})")
             value = self.metrics.get(name)
-            if value is not None and value < floor:
+            if value is None:
+                out.append(f"{name} cannot be measured on this query file")
+            elif value < floor:
                 out.append(f"{name} {value} is below {floor}")
         return out
 
@@ -161,7 +164,7 @@ def evaluate(
         )
         answer = extractive_answer(query.query, hits, abstain_below=index.settings.abstain_below)
         seconds = time.perf_counter() - started
-        ranked = tuple(dict.fromkeys(h.source for h in hits))[:k]
+        ranked = tuple(dict.fromkeys(h.source for h in hits))
         cited = tuple(c.source for c in answer.citations)
         leaked = tuple(sorted(set(query.forbidden).intersection(ranked + cited)))
         results.append(

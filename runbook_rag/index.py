@@ -18,7 +18,7 @@ from .access import AccessMap
 from .answer import extractive_answer
 from .audit import AuditLog, load_key
 from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
-from .errors import ConfigError, EmbeddingError, ModelMismatchError, RunbookRagError
+from .errors import ConfigError, EmbeddingError, ModelMismatchError
 from .evaluation import EvalQuery, EvalReport, evaluate
 from .generations import Manifest, ServerLayout, open_layout, verify_generation
 from .indexing import build_index
@@ -236,7 +236,7 @@ class RunbookIndex:
         audit: dict[str, Any] = {}
         try:
             result = run(audit)
-        except RunbookRagError as exc:
+        except Exception as exc:  # every failure is audited too, then raised as it was
             self._record(action, principal, query, audit, started, None, f"error:{type(exc).__name__}")
             raise
         self._record(action, principal, query, audit, started, result, None)

@@ -161,6 +161,14 @@ def _chat(llm: Any, messages: list[Any], policy: LLMPolicy) -> tuple[str, tuple[
         future = pool.submit(llm.chat, messages)
         try:
             response = future.result(timeout=policy.timeout)
+            content = str(response.message.content or "")
+            extra = dict(getattr(response, "additional_kwargs", None) or {})
+            prompt_tokens, completion_tokens = extra.get("prompt_tokens"), extra.get("completion_tokens")
+            counts = (
+                (int(prompt_tokens), int(completion_tokens))
+                if prompt_tokens is not None and (completion_tokens is not None)
+                else None
+            )
         except concurrent.futures.TimeoutError:
             raise _Unavailable("timeout") from None
         except Exception as exc:  # any failure of the model or its transport means: fall back
@@ -171,11 +179,7 @@ def _chat(llm: Any, messages: list[Any], policy: LLMPolicy) -> tuple[str, tuple[
             continue
         finally:
             pool.shutdown(wait=False)
-        content = str(response.message.content or "")
-        extra = dict(getattr(response, "additional_kwargs", None) or {})
-        if "prompt_tokens" in extra and "completion_tokens" in extra:
-            return content, (int(extra["prompt_tokens"]), int(extra["completion_tokens"]))
-        return content, None
+        return content, counts
     raise _Unavailable("llm_error")  # pragma: no cover - the loop always returns or raises
 
 

@@ -64,6 +64,17 @@ def test_every_kind_of_tampering_names_the_first_bad_line(
     assert reason in str(verdict.reason)
 
 
+def test_a_duplicated_key_is_not_canonical_and_fails(tmp_path: Path) -> None:
+    path = tmp_path / "a.log"
+    lines = write_log(path, 2)
+    # Parses to the same record (the last duplicate wins) but shows a forged value first.
+    lines[0] = lines[0].replace(b'{"action"', b'{"query":"benign","action"', 1)
+    assert lines[0].startswith(b'{"query":"benign"') and b'"query":"query 0"' in lines[0]
+    path.write_bytes(b"".join(lines))
+    verdict = verify(path, key=KEY)
+    assert not verdict.ok and verdict.bad_line == 1 and "canonical" in str(verdict.reason)
+
+
 def test_another_key_fails_at_the_first_line(tmp_path: Path) -> None:
     write_log(tmp_path / "a.log")
     assert verify(tmp_path / "a.log", key=b"x" * 32).bad_line == 1
@@ -163,6 +174,24 @@ def test_search_ask_and_eval_are_audited(tmp_path: Path, sample_index_path: Path
     assert cli_records[-1]["interface"] == "cli" and cli_records[-1]["query"] == "kafka broker down"
     code, out, _ = run(capsys, "audit", "verify", str(default_log), "--index", str(sample_index_path))
     assert code == 0 and "chain intact" in out
+
+
+@pytest.mark.slow
+def test_a_failure_outside_the_library_is_audited_too(
+    tmp_path: Path, sample_index_path: Path, model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "audit.log"
+    settings = Settings(audit_log=log, audit_key=KEY.decode())
+    index = RunbookIndex(sample_index_path, settings=settings, embedder=model)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("store went away")
+
+    monkeypatch.setattr(index._store, "nearest", broken)
+    with pytest.raises(RuntimeError):
+        index.search("kafka broker down", principal=Principal("u", frozenset({"sre"})))
+    record = json.loads(log.read_text().splitlines()[-1])
+    assert record["outcome"] == "error:RuntimeError" and verify(log, key=KEY).ok
 
 
 @pytest.mark.slow

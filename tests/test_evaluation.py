@@ -95,3 +95,18 @@ def test_per_query_results_keep_the_query_count() -> None:
         ("a", 2, False),
         ("b", None, True),
     ]
+
+
+def test_a_gate_on_an_unmeasurable_metric_fails() -> None:
+    results = [result("a", ["a.md"], ["a.md"])]
+    report = EvalReport(metrics(results), results)
+    assert report.failures({"abstention_recall": 0.5}) == [
+        "abstention_recall cannot be measured on this query file"
+    ]
+
+
+def test_repeated_relevant_sources_count_once(tmp_path: Path) -> None:
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"id": "a", "query": "q", "relevant": ["a.md", "a.md"]}\n')
+    (query,) = load_queries(path)
+    assert query.relevant == ["a.md"]

@@ -30,7 +30,7 @@ from .conftest import HashEmbedder
 pytestmark = pytest.mark.slow
 
 KEY = "audit-key-for-tests-0123456789"
-TOKENS = {"dba": "tok-dba-1", "sre": "tok-sre-1", "search-only": "tok-search-1"}
+TOKENS = {"dba": "tok-dba-1", "sre": "tok-sre-1", "search-only": "tok-search-1", "metrics": "tok-prom-1"}
 FAILOVER = "postgres primary is down, how do I fail over with patroni?"
 RESTRICTED = "platform/postgres-primary-failover.md"
 
@@ -50,6 +50,12 @@ def tokens_file(path: Path) -> Path:
             "user": "bot",
             "groups": ["sre"],
             "endpoints": ["search"],
+        },
+        {
+            "token_sha256": token_digest(TOKENS["metrics"]),
+            "user": "prometheus",
+            "groups": ["monitoring"],
+            "endpoints": ["metrics"],
         },
     ]
     path.write_text(json.dumps(entries))
@@ -150,12 +156,18 @@ def test_limits_and_clear_errors(service) -> None:
 def test_health_metrics_and_openapi(service) -> None:
     url, _ = service
     post(url, "/v1/search", {"query": FAILOVER}, TOKENS["sre"])
+    post(url, "/v1/nope", {"query": FAILOVER}, TOKENS["sre"])
     assert httpx.get(url + "/healthz").json()["status"] == "ok"
-    metrics = httpx.get(url + "/metrics").text
+    assert httpx.get(url + "/metrics").status_code == 401
+    assert (
+        httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKENS['sre']}"}).status_code == 403
+    )
+    metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKENS['metrics']}"}).text
     assert 'runbook_rag_requests_total{endpoint="/v1/search",outcome="200"}' in metrics
     assert "runbook_rag_request_seconds_bucket" in metrics
     assert "runbook_rag_withheld_candidates_total" in metrics
     assert "runbook_rag_index_generation_info{generation=" in metrics
+    assert 'endpoint="/v1/nope"' not in metrics
     schema = httpx.get(url + "/openapi.json").json()
     assert {"/v1/search", "/v1/ask"} <= set(schema["paths"])
 
