@@ -160,9 +160,12 @@ class RunbookIndex:
         audit: dict[str, Any] | None,
     ) -> list[Hit]:
         self._refresh()
-        assert self._store is not None and self._manifest is not None and self._lexical is not None
+        # One read of the served generation: a publish in between cannot mix two of them.
+        store, lexical, manifest = self._snapshot
+        if audit is not None:
+            audit["generation"] = manifest.generation
         hits = search(
-            Retrievers(self._store, self._lexical, self._query_embedder(), self._manifest.label_sets),
+            Retrievers(store, lexical, self._query_embedder(), manifest.label_sets),
             principal=principal,
             query=query,
             k=k or self.settings.k,
@@ -257,7 +260,7 @@ class RunbookIndex:
             "interface": self.interface,
             "principal": {"id": principal.user_id, "groups": sorted(principal.groups)},
             "query": query if isinstance(query, str) else "",
-            "generation": self._generation,
+            "generation": audit.get("generation", self._generation),
             "withheld": audit.get("withheld"),
             "mode": audit.get("mode"),
         }
@@ -335,7 +338,9 @@ class RunbookIndex:
                 f"but {model_id!r} is configured; rebuild the index or set the model it was built with",
                 path=self.path,
             )
-        self._lexical = self._load_lexical(store, manifest)
+        lexical = self._load_lexical(store, manifest)
+        self._snapshot = (store, lexical, manifest)
+        self._lexical = lexical
         self._store = store
         self._manifest = manifest
         self._generation = manifest.generation
