@@ -389,17 +389,20 @@ class RunbookIndex:
         if self._embedder is not None:
             return self._embedder
         assert self._manifest is not None
-        wanted = self._manifest.query_encoder
-        if wanted and (self._query_encoder is None or self._query_encoder_name != wanted):
+        manifest = self._manifest
+        wanted = manifest.query_encoder
+        if wanted and self._query_encoder_name != wanted:
             with self._lock:
-                try:
-                    self._query_encoder = OnnxQueryEncoder(self.path / wanted)
+                if self._query_encoder_name != wanted:  # one load (or one failure) per encoder
+                    try:
+                        self._query_encoder = OnnxQueryEncoder(self.path / wanted)
+                    except EmbeddingError as exc:
+                        log.warning("%s; embedding queries with the full model instead", exc)
+                        self._query_encoder = None
                     self._query_encoder_name = wanted
-                except EmbeddingError as exc:
-                    log.warning("%s; embedding queries with the full model instead", exc)
-                    self._query_encoder = None
-        if self._query_encoder is not None and self._query_encoder.model_id == self._manifest.model_id:
-            return self._query_encoder
+        encoder = self._query_encoder
+        if encoder is not None and encoder.model_id == manifest.model_id:
+            return encoder
         return self._get_embedder()
 
     def _get_embedder(self) -> Embedder:
