@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -33,6 +33,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("runbook_rag")
 T = TypeVar("T")
 REFRESH_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """The generation being served, replaced whole when a new one is published: a query reads
+    it once, so a publish in between cannot mix the store of one generation with the lexical
+    index or label sets of another."""
+
+    store: ChromaStore
+    lexical: LexicalIndex
+    manifest: Manifest
 
 
 class RunbookIndex:
@@ -58,10 +69,6 @@ class RunbookIndex:
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self._embedder = embedder
         self._lock = threading.Lock()
-        self._generation: str | None = None
-        self._store: ChromaStore | None = None
-        self._manifest: Manifest | None = None
-        self._lexical: LexicalIndex | None = None
         self._llm: Any = None
         self._query_encoder: OnnxQueryEncoder | None = None
         self._query_encoder_name: str | None = None
@@ -116,8 +123,7 @@ class RunbookIndex:
     @property
     def manifest(self) -> Manifest:
         self._refresh()
-        assert self._manifest is not None
-        return self._manifest
+        return self._served.manifest
 
     def info(self) -> dict[str, object]:
         """The published generation's manifest: model, counts per label set, last build report."""
@@ -126,8 +132,8 @@ class RunbookIndex:
     def verify(self) -> list[str]:
         """Problems found when checking the store against the manifest (empty when sound)."""
         self._refresh()
-        assert self._store is not None and self._manifest is not None
-        return verify_generation(self._layout, self._store, self._manifest)
+        served = self._served
+        return verify_generation(self._layout, served.store, served.manifest)
 
     def search(
         self,
@@ -160,22 +166,19 @@ class RunbookIndex:
         audit: dict[str, Any] | None,
     ) -> list[Hit]:
         self._refresh()
-        # One read of the served generation: a publish in between cannot mix two of them.
-        store, lexical, manifest = self._snapshot
+        served = self._served  # read once: see _Served
+        mode = mode or self.settings.retrieval
         if audit is not None:
-            audit["generation"] = manifest.generation
-        hits = search(
-            Retrievers(store, lexical, self._query_embedder(), manifest.label_sets),
+            audit.update(generation=served.manifest.generation, mode=mode)
+        return search(
+            Retrievers(served.store, served.lexical, self._query_embedder(), served.manifest.label_sets),
             principal=principal,
             query=query,
             k=k or self.settings.k,
-            mode=mode or self.settings.retrieval,
+            mode=mode,
             per_document=self.settings.per_document if per_document is None else per_document,
             audit=audit,
         )
-        if audit is not None:
-            audit["mode"] = mode or self.settings.retrieval
-        return hits
 
     def answer(
         self,
@@ -260,7 +263,7 @@ class RunbookIndex:
             "interface": self.interface,
             "principal": {"id": principal.user_id, "groups": sorted(principal.groups)},
             "query": query if isinstance(query, str) else "",
-            "generation": audit.get("generation", self._generation),
+            "generation": audit.get("generation", self._served.manifest.generation),
             "withheld": audit.get("withheld"),
             "mode": audit.get("mode"),
         }
@@ -338,12 +341,7 @@ class RunbookIndex:
                 f"but {model_id!r} is configured; rebuild the index or set the model it was built with",
                 path=self.path,
             )
-        lexical = self._load_lexical(store, manifest)
-        self._snapshot = (store, lexical, manifest)
-        self._lexical = lexical
-        self._store = store
-        self._manifest = manifest
-        self._generation = manifest.generation
+        self._served = _Served(store, self._load_lexical(store, manifest), manifest)
 
     def _load_lexical(self, store: ChromaStore, manifest: Manifest) -> LexicalIndex:
         """The generation's lexical index; derived from the store's chunks when this machine
@@ -379,17 +377,16 @@ class RunbookIndex:
             if now - self._checked < REFRESH_SECONDS:
                 return
             self._checked = now
-        if self._layout.pointer() != self._generation:
+        if self._layout.pointer() != self._served.manifest.generation:
             with self._lock:
-                if self._layout.pointer() != self._generation:
+                if self._layout.pointer() != self._served.manifest.generation:
                     self._open()
 
     def _query_embedder(self) -> Embedder | OnnxQueryEncoder:
         """The exported query encoder when the index has one (no torch needed), else the model."""
         if self._embedder is not None:
             return self._embedder
-        assert self._manifest is not None
-        manifest = self._manifest
+        manifest = self._served.manifest
         wanted = manifest.query_encoder
         if wanted and self._query_encoder_name != wanted:
             with self._lock:

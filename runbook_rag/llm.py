@@ -109,7 +109,7 @@ def llm_answer(
     prompt = build_prompt(question, passages, principal=principal)
     stages["prompt"] = _ms(started)
     messages = [_message("system", prompt.system), _message("user", prompt.user)]
-    tokens = [0, 0, False]
+    reported: tuple[int, int] | None = None  # tokens the endpoint reported, summed over calls
     calls = 0
     stages["llm"] = stages["validate"] = 0.0
     reason = "invalid_output"
@@ -124,9 +124,8 @@ def llm_answer(
         stages["llm"] += _ms(started)
         calls += 1
         if counts:
-            tokens[0] += counts[0]
-            tokens[1] += counts[1]
-            tokens[2] = True
+            before = reported or (0, 0)
+            reported = (before[0] + counts[0], before[1] + counts[1])
         started = time.perf_counter()
         try:
             answer = _validated(content, prompt, policy)
@@ -141,10 +140,10 @@ def llm_answer(
             ]
             continue
         stages["validate"] += _ms(started)
-        usage = _usage(llm, stages, tokens, calls, policy, fallback=False)
+        usage = _usage(llm, stages, reported, calls, policy, fallback=False)
         return replace(answer, usage=usage)
     log.warning("answering without the model: %s", reason)
-    usage = _usage(llm, stages, tokens, calls, policy, fallback=True)
+    usage = _usage(llm, stages, reported, calls, policy, fallback=True)
     return replace(extractive, fallback_reason=reason, usage=usage)
 
 
@@ -226,10 +225,16 @@ def _strip_links(text: str, hosts: frozenset[str]) -> str:
 
 
 def _usage(
-    llm: Any, stages: dict[str, float], tokens: list[Any], calls: int, policy: LLMPolicy, *, fallback: bool
+    llm: Any,
+    stages: dict[str, float],
+    reported: tuple[int, int] | None,
+    calls: int,
+    policy: LLMPolicy,
+    *,
+    fallback: bool,
 ) -> Usage:
     model = _model_name(llm)
-    prompt_tokens, completion_tokens = (tokens[0], tokens[1]) if tokens[2] else (None, None)
+    prompt_tokens, completion_tokens = reported if reported else (None, None)
     price = policy.prices.get(model or "")
     cost = None
     if price and prompt_tokens is not None and completion_tokens is not None:

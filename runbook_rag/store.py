@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -40,8 +40,7 @@ class StoredMatch:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        acl = self.metadata.get("acl")
-        return tuple(acl) if isinstance(acl, list) else ()
+        return labels_of(self.metadata)
 
     @property
     def heading_path(self) -> tuple[str, ...]:
@@ -156,7 +155,7 @@ class ChromaStore:
         result = self._collection.query(
             query_embeddings=cast(Any, [list(embedding)]), n_results=k, include=["metadatas"]
         )
-        return [StoredMatch("", 0.0, "", dict(m or {})).labels for m in result["metadatas"][0]]
+        return [labels_of(m or {}) for m in result["metadatas"][0]]
 
     def score_ids(self, embedding: Sequence[float], ids: Sequence[str]) -> list[StoredMatch]:
         """The chunks ``ids`` (those that exist) with their exact cosine distance to ``embedding``."""
@@ -216,6 +215,12 @@ class ChromaStore:
         """Every chunk id with its metadata (for verification and reports)."""
         got = self._collection.get(include=["metadatas"])
         return {cid: dict(meta or {}) for cid, meta in zip(got["ids"], got["metadatas"] or [], strict=True)}
+
+
+def labels_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """A stored chunk's label list (empty, so entitled to no one, when missing or malformed)."""
+    acl = metadata.get("acl")
+    return tuple(acl) if isinstance(acl, list) else ()
 
 
 def metadata_of(chunk: Chunk) -> dict[str, Any]:

@@ -187,7 +187,7 @@ def test_a_failure_outside_the_library_is_audited_too(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("store went away")
 
-    monkeypatch.setattr(index._store, "nearest", broken)
+    monkeypatch.setattr(index._served.store, "nearest", broken)
     with pytest.raises(RuntimeError):
         index.search("kafka broker down", principal=Principal("u", frozenset({"sre"})))
     record = json.loads(log.read_text().splitlines()[-1])
