@@ -1,6 +1,7 @@
 """Redaction throughput, findings per detector, and quarantine rate on a folder of runbooks.
 
-    python benchmarks/redaction.py [FOLDER]   # default ../shared/corpus
+    python benchmarks/redaction.py [FOLDER]                  # default ../shared/corpus
+    python benchmarks/redaction.py [FOLDER] --baseline REV   # also the redactor of git revision REV
 
 Reads every Markdown file as the build does, then times the redaction stage alone
 (normalise + every detector) over the bodies, and prints MB/s, the hits of each
@@ -12,7 +13,10 @@ chunks the instruction screen would quarantine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -36,6 +40,7 @@ def main() -> None:
     )
     parser.add_argument("folder", nargs="?", type=Path, default=ROOT.parent / "shared" / "corpus")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--baseline", help="a git revision whose redactor to measure in the same run")
     args = parser.parse_args()
     if not args.folder.is_dir():
         print(f"skipped: {args.folder} does not exist")
@@ -48,23 +53,36 @@ def main() -> None:
             print(f"unreadable: {exc}")
     size = sum(len(t.encode("utf-8")) for t in texts.values())
     redactor = Redactor()
+    redactor.redact("warm up: loads the detectors once")
 
-    best = float("inf")
-    for _ in range(args.repeat):
-        t = time.perf_counter()
-        for text in texts.values():
-            redactor.redact(strip_html_comments(text))
-        best = min(best, time.perf_counter() - t)
+    def throughput(redact: object) -> float:
+        best = float("inf")
+        for _ in range(args.repeat):
+            t = time.perf_counter()
+            for text in texts.values():
+                redact(strip_html_comments(text))  # type: ignore[operator]
+            best = min(best, time.perf_counter() - t)
+        return size / 1e6 / best
+
     print(
-        f"{len(texts)} files, {size / 1e6:.2f} MB: "
-        f"redaction {size / 1e6 / best:.1f} MB/s (best of {args.repeat})"
+        f"{len(texts)} files, {size / 1e6:.2f} MB: redaction {throughput(redactor.redact):.1f} MB/s "
+        f"(best of {args.repeat})"
     )
+    if args.baseline:
+        old = _baseline_redaction(args.baseline)
+        old_counts: Counter[str] = Counter()
+        for text in texts.values():
+            old_counts.update(old.redact(strip_html_comments(text)).counts)
+        print(
+            f"baseline {args.baseline}: redaction {throughput(old.redact):.1f} MB/s, "
+            f"hits per detector: {dict(sorted(old_counts.items())) or 'none'}"
+        )
 
     totals: Counter[str] = Counter()
     print("\nevery hit (value masked):")
     for source, text in texts.items():
         clean = normalise(strip_html_comments(text))
-        for span in sorted(redactor._find(clean), key=lambda s: s.start):
+        for span in sorted(redactor.find(clean), key=lambda s: s.start):
             totals[span.kind] += 1
             line = clean.count("\n", 0, span.start) + 1
             row = clean.split("\n")[line - 1]
@@ -100,6 +118,25 @@ def main() -> None:
         f"instruction screen: {flagged} of {chunks} chunks quarantined ({flagged / max(chunks, 1):.2%})",
         dict(rules),
     )
+
+
+def _baseline_redaction(rev: str) -> object:
+    """The redaction module of git revision ``rev``, loaded beside the current package."""
+    source = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{rev}:runbook_rag/redaction.py"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "baseline_redaction.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("runbook_rag._baseline_redaction", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    module.__package__ = "runbook_rag"  # its relative imports resolve against this package
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module.Redactor()
 
 
 if __name__ == "__main__":

@@ -15,26 +15,51 @@ ASCII (so a card number in full-width or Arabic-Indic digits is still found, and
 the detectors match ``[0-9]`` only), and zero-width, bidi-control and tag
 characters removed. HTML comments are removed from indexed documents. Newlines are
 always preserved, so line numbers stay true.
+
+Encoded values are found on a decoded view and masked in the original: HTML numeric
+and named entities (``&#52;``, ``&nbsp;``), URL escapes (``%3D``, ``%20``), and base64
+blobs that decode to card data, track data or a private key.
+
+The detectors live in :mod:`runbook_rag.cardholder` (card numbers, track data, CVV)
+and :mod:`runbook_rag.secret_rules` (secrets).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-import math
+import bisect
+import html
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from .cardholder import CVV, PAN, TRACK, Finding, find_cardholder_data, is_pan, luhn_valid
 from .records import Document
+from .secret_rules import entropy, find_secrets, is_placeholder
 
-PAN = "pan"
-TRACK = "track_data"
-CVV = "cvv"
-CARDHOLDER_KINDS = frozenset({PAN, TRACK})
+__all__ = [
+    "CARDHOLDER_KINDS",
+    "CVV",
+    "PAN",
+    "TRACK",
+    "Finding",
+    "Redacted",
+    "Redactor",
+    "entropy",
+    "is_pan",
+    "is_placeholder",
+    "luhn_valid",
+    "normalise",
+    "redact",
+    "redact_document",
+    "strip_html_comments",
+]
+
+# Card numbers, track data and card verification values: what `build --strict` reports.
+CARDHOLDER_KINDS = frozenset({PAN, TRACK, CVV})
 
 # Zero-width, bidi controls, BOM, soft hyphen, invisible operators, tag characters.
 _HIDDEN = re.compile(
@@ -70,208 +95,97 @@ def strip_html_comments(text: str) -> str:
     return _HTML_COMMENT.sub(lambda m: "\n" * m.group(0).count("\n"), text)
 
 
-# ---------------------------------------------------------------- card numbers
+# ---------------------------------------------------------------- decoded views
 
-_BRANDS: tuple[tuple[tuple[int, int], int, frozenset[int]], ...] = (
-    # (prefix range, prefix length, valid lengths)
-    ((4, 4), 1, frozenset({13, 16, 19})),  # Visa
-    ((51, 55), 2, frozenset({16})),  # Mastercard
-    ((2221, 2720), 4, frozenset({16})),  # Mastercard 2-series
-    ((34, 34), 2, frozenset({15})),  # Amex
-    ((37, 37), 2, frozenset({15})),  # Amex
-    ((6011, 6011), 4, frozenset(range(16, 20))),  # Discover
-    ((644, 649), 3, frozenset(range(16, 20))),  # Discover
-    ((65, 65), 2, frozenset(range(16, 20))),  # Discover / RuPay
-    ((3528, 3589), 4, frozenset(range(16, 20))),  # JCB
-    ((300, 305), 3, frozenset(range(14, 20))),  # Diners Club
-    ((36, 36), 2, frozenset(range(14, 20))),  # Diners Club International
-    ((38, 39), 2, frozenset(range(14, 20))),  # Diners Club
-    ((62, 62), 2, frozenset(range(16, 20))),  # UnionPay
-    ((81, 81), 2, frozenset(range(16, 20))),  # UnionPay / RuPay
-    ((50, 50), 2, frozenset(range(12, 20))),  # Maestro
-    ((56, 58), 2, frozenset(range(12, 20))),  # Maestro
-    ((67, 67), 2, frozenset(range(12, 20))),  # Maestro
-    ((6304, 6304), 4, frozenset(range(12, 20))),  # Maestro UK
-    ((2200, 2204), 4, frozenset(range(16, 20))),  # Mir
-    ((60, 60), 2, frozenset({16})),  # RuPay
-    ((9792, 9792), 4, frozenset({16})),  # Troy
-)
-
-# 12-19 digits, optionally grouped by single spaces or dashes, not glued to other
-# digits, letters, decimals, versions, IP addresses, paths or UUID segments.
-_PAN_CANDIDATE = re.compile(
-    r"(?<![0-9A-Za-z_@#])(?<![0-9][.:/,-])"
-    r"([0-9](?:[ -]?[0-9]){11,18})"
-    r"(?![0-9A-Za-z_])(?![.:/,-][0-9])"
-)
-
-
-def is_pan(digits: str) -> bool:
-    """A known brand prefix, a length valid for that brand, and a valid Luhn check digit."""
-    if not 12 <= len(digits) <= 19 or not digits.isascii() or not digits.isdigit():
-        return False
-    brand = any(
-        low <= int(digits[:size]) <= high and len(digits) in lengths for (low, high), size, lengths in _BRANDS
-    )
-    return brand and luhn_valid(digits)
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _consistent_grouping(candidate: str) -> bool:
-    # "NNNN NNNN NNNN NNNN" or "NNNN-NNNN-NNNN-NNNN", not a mix, and no group longer than 8
-    separators = {ch for ch in candidate if ch in " -"}
-    if len(separators) > 1:
-        return False
-    groups = re.split(r"[ -]", candidate)
-    return len(groups) == 1 or (all(1 <= len(g) <= 8 for g in groups) and len(groups[0]) >= 3)
-
-
-# ---------------------------------------------------------------- secrets
-
-_PLACEHOLDER = re.compile(
-    r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\{\{.*\}\}|<[^<>]*>|%[A-Za-z_]+%|(.)\1*|\.\.\.|…)$"
-    r"|example|changeme|change_me|placeholder|dummy|redacted|your[_-]?|sample|xxxx|\*\*\*\*|<|>|\$\{|\{\{",
-    re.I,
-)
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
-
-
-def is_placeholder(value: str) -> bool:
-    """Template variables, angle-bracket placeholders, masks and example values are not secrets."""
-    value = value.strip("\"'`")
-    return not value or bool(_PLACEHOLDER.search(value)) or bool(_UUID.match(value))
-
-
-def entropy(value: str) -> float:
-    """Shannon entropy in bits per character."""
-    counts = Counter(value)
-    return -sum(c / len(value) * math.log2(c / len(value)) for c in counts.values())
-
-
-def _jwt_header_is_json(token: str) -> bool:
-    head = token.split(".", 1)[0]
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        return False
-    return isinstance(decoded, dict)
+_ENCODED = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});|%[0-9A-Fa-f]{2}")
 
 
 @dataclass(frozen=True, slots=True)
-class _Rule:
-    kind: str
-    pattern: re.Pattern[str]
-    group: int = 0  # the part of the match that is the secret
-    check: Callable[[str], bool] | None = None
-    skip_placeholders: bool = True
+class _View:
+    """Text with its HTML entities and URL escapes decoded, and the way back to the source.
+
+    ``segments`` holds ``(view_start, view_end, source_start, source_end)`` of every
+    decoded escape; between them view and source run in step.
+    """
+
+    text: str
+    segments: list[tuple[int, int, int, int]]
+    view_starts: list[int]
+
+    def source_span(self, start: int, end: int) -> tuple[int, int]:
+        """The source span of a view span, widened to whole escapes."""
+        i = bisect.bisect_right(self.view_starts, start) - 1  # the escape at or before the start
+        if i >= 0:
+            _, v1, s0, s1 = self.segments[i]
+            start = s0 if start < v1 else s1 + (start - v1)
+        j = bisect.bisect_left(self.view_starts, end) - 1  # the escape that begins before the end
+        if j >= 0:
+            _, v1, _, s1 = self.segments[j]
+            end = s1 if end <= v1 else s1 + (end - v1)
+        return start, end
 
 
-# Lower-case words joined by dashes or underscores ("super-secret-key", "wrong-password",
-# "prometheus-k8s-dockercfg-6wl6b"): resource names and made-up examples, not credentials.
-_WORDY = re.compile(r"^(?:[a-z]+|[a-z0-9]{1,5})(?:[-_.](?:[a-z]+|[a-z0-9]{1,5}))+$")
-_NOT_SECRET_STARTS = ("/", "./", "~/", "http://", "https://", "$")
-
-_SECRET_WORDS = (
-    r"password|passwd|passphrase|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key"
-    r"|client[_-]?secret|auth[_-]?key|signing[_-]?key|webhook[_-]?secret"
-)
-
-_RULES: tuple[_Rule, ...] = (
-    _Rule(
-        "private_key",
-        re.compile(
-            r"-----BEGIN[A-Z ]*PRIVATE KEY( BLOCK)?-----"
-            r"(?:.*?-----END[A-Z ]*PRIVATE KEY( BLOCK)?-----|(?:\n[A-Za-z0-9+/=:\- ]*)*)",
-            re.S,
-        ),
-        skip_placeholders=False,
-    ),
-    _Rule(
-        "slack_webhook", re.compile(r"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9/_-]{20,}")
-    ),
-    _Rule(
-        "url_password",
-        re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]{1,15}://[^\s:/@\"'<>]{1,64}:([^\s@/\"'<>]{1,128})@[^\s/@]"),
-        group=1,
-    ),
-    _Rule(
-        "jwt",
-        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{0,}"),
-        check=_jwt_header_is_json,
-    ),
-    _Rule(
-        "aws_access_key",
-        re.compile(
-            r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Z0-9])"
-        ),
-    ),
-    _Rule(
-        "aws_secret_key",
-        re.compile(
-            r"(?i:aws_?secret_?access_?key|aws_?secret_?key|secret_?access_?key|SecretAccessKey)"
-            r"[\"']?\s*[:=]\s*[\"']?([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
-        ),
-        group=1,
-    ),
-    _Rule(
-        "github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b")
-    ),
-    _Rule("slack_token", re.compile(r"\bxox[abeoprs]-[A-Za-z0-9-]{10,}")),
-    _Rule(
-        "stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b|\bwhsec_[A-Za-z0-9]{24,}\b")
-    ),
-    _Rule(
-        "braintree_token", re.compile(r"\baccess_token\$(?:production|sandbox)\$[a-z0-9]{16}\$[a-f0-9]{32}\b")
-    ),
-    _Rule("square_token", re.compile(r"\bsq0(?:atp|csp)-[A-Za-z0-9_-]{22,60}\b")),
-    _Rule(
-        "auth_header",
-        re.compile(
-            r"(?i:authorization)[\"']?\s*[:=]\s*[\"']?(?i:bearer|basic|token)\s+([A-Za-z0-9._~+/=-]{8,})"
-        ),
-        group=1,
-    ),
-    _Rule(
-        "curl_user",
-        re.compile(r"\bcurl\b[^\n]*?\s(?:-u|--user)\s*[\"']?[^\s:\"']{1,64}:([^\s\"']{1,128})"),
-        group=1,
-    ),
-    _Rule(
-        "generic_secret",
-        re.compile(
-            # Start at the keyword itself (not at an optional prefix such as DB_): a pattern
-            # that may start anywhere is tried at every position and dominates the cost.
-            rf"(?i:(?:{_SECRET_WORDS})[A-Za-z0-9_.-]{{0,32}})[\"']?\s*(?::|=|:=|=>)\s*"
-            r"[\"']?([^\s\"'`,;()\]}]{8,200}+)(?!\()"  # possessive: a call's name is not a secret
-        ),
-        group=1,
-        check=lambda v: entropy(v) >= 3.0 and not _WORDY.match(v) and not v.startswith(_NOT_SECRET_STARTS),
-    ),
-)
-
-_TRACK1 = re.compile(r"%?B[0-9]{12,19}\^[^^\n]{2,26}\^[0-9]{4}[^?\n]{0,80}\??")
-_TRACK2 = re.compile(r";?(?<![0-9])[0-9]{12,19}=[0-9]{4}[0-9]{0,40}\??")
-_CVV = re.compile(
-    r"(?i)\b(?:cvv2?|cvc2?|cid|csc|card ?verification (?:value|code)|security code)\b"
-    r"[\"']?\s*(?:[:=]|is|was)?\s*[\"']?([0-9]{3,4})(?![0-9])"
-)
+def _decoded_view(text: str) -> _View | None:
+    """The decoded view of ``text``, or None when it holds no escapes."""
+    parts: list[str] = []
+    segments: list[tuple[int, int, int, int]] = []
+    last = view_len = 0
+    for m in _ENCODED.finditer(text):
+        token = m.group()
+        if token[0] == "%":
+            code = int(token[1:], 16)
+            decoded = chr(code) if code < 0x80 else token
+        else:
+            decoded = html.unescape(token)
+        if decoded == token:
+            continue
+        decoded = normalise(decoded)
+        parts.append(text[last : m.start()])
+        view_len += m.start() - last
+        segments.append((view_len, view_len + len(decoded), m.start(), m.end()))
+        parts.append(decoded)
+        view_len += len(decoded)
+        last = m.end()
+    if not segments:
+        return None
+    parts.append(text[last:])
+    return _View("".join(parts), segments, [s[0] for s in segments])
 
 
-@dataclass(frozen=True, slots=True)
-class _Span:
-    start: int
-    end: int
-    kind: str
-    mask: str
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,4096}={0,2}(?![A-Za-z0-9+/=_-])")
+_PRIVATE_KEY = re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY")
+
+
+def _base64_findings(text: str) -> Iterator[Finding]:
+    """Base64 blobs that decode to card data, track data or a private key: masked whole."""
+    for m in _BASE64.finditer(text):
+        blob = m.group().rstrip("=")
+        if blob.islower() or blob.isupper() or blob.isdigit() or len(blob) % 4 == 1:
+            continue  # a word or a number, not an encoding
+        try:
+            raw = base64.b64decode(blob.replace("-", "+").replace("_", "/") + "=" * (-len(blob) % 4))
+        except (binascii.Error, ValueError):
+            continue
+        decoded = raw.decode("latin-1")
+        printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in raw)
+        if printable < 0.9 * len(raw):
+            continue
+        if _PRIVATE_KEY.search(decoded):
+            yield Finding(m.start(), m.end(), "private_key", "[SECRET private_key]")
+            continue
+        inner = [f for f in find_cardholder_data(normalise(decoded)) if f.kind in (PAN, TRACK)]
+        if inner:
+            kind = TRACK if any(f.kind == TRACK for f in inner) else PAN
+            mask = "[TRACK DATA]" if kind == TRACK else next(f.mask for f in inner if f.kind == PAN)
+            yield Finding(m.start(), m.end(), kind, mask)
+
+
+# ---------------------------------------------------------------- the redactor
+
+
+def _detect(text: str) -> Iterator[Finding]:
+    yield from find_cardholder_data(text)
+    yield from find_secrets(text)
 
 
 class Redactor:
@@ -280,40 +194,47 @@ class Redactor:
     def redact(self, text: str) -> Redacted:
         """Normalise ``text`` and mask every finding; counts per kind, never values."""
         text = normalise(text)
-        spans = list(self._find(text))
-        if not spans:
+        groups = _merge(self.find(text))
+        if not groups:
             return Redacted(text, {})
         out, last, counts = [], 0, Counter[str]()
-        for span in sorted(spans, key=lambda s: (s.start, -s.end)):
-            if span.start < last:
-                continue  # inside a span already masked
-            out.append(text[last : span.start])
+        for start, end, mask, kinds in groups:
+            out.append(text[last:start])
             # Keep the newlines a multi-line value spanned, so line numbers stay true.
-            out.append(span.mask + "\n" * text.count("\n", span.start, span.end))
-            last = span.end
-            counts[span.kind] += 1
+            out.append(mask + "\n" * text.count("\n", start, end))
+            last = end
+            counts.update(kinds)
         out.append(text[last:])
         return Redacted("".join(out), dict(counts))
 
-    def _find(self, text: str) -> Iterator[_Span]:
-        for pattern in (_TRACK1, _TRACK2):
-            for m in pattern.finditer(text):
-                yield _Span(m.start(), m.end(), TRACK, "[TRACK DATA]")
-        for m in _CVV.finditer(text):
-            yield _Span(m.start(1), m.end(1), CVV, "[CVV]")
-        for m in _PAN_CANDIDATE.finditer(text):
-            candidate = m.group(1)
-            digits = re.sub(r"[ -]", "", candidate)
-            if _consistent_grouping(candidate) and is_pan(digits):
-                yield _Span(m.start(1), m.end(1), PAN, f"[PAN ****{digits[-4:]}]")
-        for rule in _RULES:
-            for m in rule.pattern.finditer(text):
-                value = m.group(rule.group)
-                if rule.skip_placeholders and is_placeholder(value):
-                    continue
-                if rule.check is not None and not rule.check(value):
-                    continue
-                yield _Span(m.start(rule.group), m.end(rule.group), rule.kind, f"[SECRET {rule.kind}]")
+    def find(self, text: str) -> list[Finding]:
+        """Every finding in ``text`` (already normalised), on the text and on its decoded view."""
+        found = list(_detect(text))
+        view = _decoded_view(text)
+        if view is not None:
+            for f in _detect(view.text):
+                start, end = view.source_span(f.start, f.end)
+                found.append(Finding(start, end, f.kind, f.mask))
+        found.extend(_base64_findings(text))
+        return found
+
+
+def _merge(findings: list[Finding]) -> list[tuple[int, int, str, frozenset[str]]]:
+    """Overlapping findings become one masked span (so no tail of a longer value survives);
+    the earliest, longest finding gives the mask."""
+    merged: list[tuple[int, int, str, frozenset[str]]] = []
+    for f in sorted(findings, key=lambda f: (f.start, -f.end)):
+        if f.end <= f.start:
+            continue
+        if merged and f.start < merged[-1][1]:
+            start, end, mask, kinds = merged[-1]
+            # A value inside another (a card number inside its track data) is not counted
+            # again, unless it is cardholder data inside a secret: that must still be reported.
+            extends = f.end > end or (f.kind in CARDHOLDER_KINDS and not kinds & CARDHOLDER_KINDS)
+            merged[-1] = (start, max(end, f.end), mask, kinds | {f.kind} if extends else kinds)
+        else:
+            merged.append((f.start, f.end, f.mask, frozenset({f.kind})))
+    return merged
 
 
 _DEFAULT = Redactor()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -210,3 +211,93 @@ def test_fuzz_parse_redact_chunk_either_works_or_raises_our_error(text: str) -> 
     for c in chunks:
         assert 1 <= c.start_line <= c.end_line <= len(lines)
         assert "4111 1111 1111 1111" not in c.text
+
+
+# Pasted evidence of every class: (the source text, the values that must never be stored).
+_MC, _VISA, _AMEX = "5105105105105100", "4000056655665556", "371449635398431"
+_B64_PAN = base64.b64encode(f"card={_VISA}".encode()).decode()
+_EVIDENCE = {
+    "ticket-export.md": (
+        "# Chargeback ticket export\n\n"
+        f"Customer wrote: my card #{_MC} was charged twice, cvv 415 expiry 09/29.\n\n"
+        "```csv\nid,pan,exp,cvc\n"
+        f"1,{_VISA},09/29,737\n2,510510******5100,11/28,912\n```\n\n"
+        f'```json\n{{"pans": [{_MC},{_VISA}], "card_cvv": "415"}}\n```\n\n'
+        f"Amex on the call: {_AMEX[:4]} {_AMEX[4:10]} {_AMEX[10:]} 7788\n"
+        f"EMV log: 5713{_MC}D29092011234567890F\n"
+        f"Wrapped in the chat: {_VISA[:8]}\n{_VISA[8:]}\n"
+        f"Escaped: {''.join(f'&#{ord(c)};' for c in _MC)} and pan%3D{_VISA}\n"
+        f"Gateway payload: {_B64_PAN}\n"
+    ),
+    "config-dump.md": (
+        "# Config dump from the failing pod\n\n"
+        "```\n"
+        "DB_PASSWORD=Winter2027\n"
+        "STORAGE=DefaultEndpointsProtocol=https;AccountName=x;AccountKey=Q2FyZERhdGFLZXlGb3JUZXN0aW5nT25seQ==\n"
+        "mysql -u app -p'Tr1cky/Pass' payments\n"
+        "postgresql://ledger:sl@sh/pw1@pg-primary:5432/ledger\n"
+        "machine api.psp.example login svc password Lq7Vz2Nx\n"
+        "GOOGLE=AIzaSyB7runbookFakeKeyXyZ0123456789abcd\n"
+        "SLACK=xapp-1-A05RUNBOOK-6012345678901-0f1e2d3c4b5a69788796a5b4c3d2e1f0\n"
+        "```\n\n"
+        "vault secret_path: secret/data/payments/psp stays readable.\n"
+    ),
+}
+_NEVER = [
+    _MC,
+    _VISA,
+    _AMEX,
+    _AMEX[10:] + " 7788",
+    "cvv 415",
+    '"card_cvv": "415"',
+    "09/29,737",
+    "11/28,912",
+    _B64_PAN,
+    "".join(f"&#{ord(c)};" for c in _MC[:8]),
+    f"%3D{_VISA}",
+    _VISA[:8] + "\n" + _VISA[8:],
+    "Winter2027",
+    "Q2FyZERhdGFLZXlGb3JUZXN0aW5nT25seQ",
+    "Tr1cky/Pass",
+    "sl@sh/pw1",
+    "Lq7Vz2Nx",
+    "AIzaSyB7runbook",
+    "xapp-1-A05RUNBOOK",
+]
+
+
+@pytest.mark.slow
+def test_pasted_evidence_never_reaches_the_index_audit_log_or_report(tmp_path: Path, model, capsys) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, text in _EVIDENCE.items():
+        (src / name).write_text("---\naccess: [sre]\n---\n" + text)
+    index_path = tmp_path / "idx"
+    with pytest.raises(SystemExit) as exc:
+        main(["build", str(src), "--index", str(index_path), "--strict", "--json"])
+    assert exc.value.code == EXIT_CARDHOLDER_DATA
+    report_text = capsys.readouterr().out
+    report = json.loads(report_text)
+    assert report["documents"] == 2
+    findings = report["findings"]
+    assert findings["ticket-export.md"]["pan"] >= 8 and findings["ticket-export.md"]["cvv"] >= 4
+    assert findings["ticket-export.md"]["track_data"] == 1
+    assert set(findings["config-dump.md"]) >= {"generic_secret", "azure_storage_key", "mysql_password"}
+
+    index = RunbookIndex(index_path, embedder=model)
+    sre = Principal("ana", frozenset({"sre"}))
+    for question in (f"charged twice on card {_MC} cvv 415", "DB_PASSWORD=Winter2027 in the pod"):
+        index.search(question, principal=sre)
+        index.answer(question, principal=sre)
+    hits = index.search("chargeback ticket card charged twice", principal=sre, k=10)
+    assert any("[PAN ****" in h.text for h in hits)
+    assert any("secret/data/payments/psp" in h.text for h in index.search("config dump", principal=sre, k=10))
+
+    blobs = {p: p.read_bytes() for p in index_path.rglob("*") if p.is_file()}
+    assert any(p.name == "audit.log" for p in blobs) and any(p.suffix == ".sqlite3" for p in blobs)
+    blobs[tmp_path / "report.json"] = report_text.encode()
+    for path, data in blobs.items():
+        for value in _NEVER:
+            assert value.encode() not in data, f"{value!r} in {path}"
+        for run in DIGIT_RUN.findall(data):
+            assert not is_pan(run.decode()), f"card number in {path}"
