@@ -64,9 +64,12 @@ def main() -> None:
             best = min(best, time.perf_counter() - t)
         return size / 1e6 / best
 
+    redacted = throughput(redactor.redact)
+    print(f"{len(texts)} files, {size / 1e6:.2f} MB: redaction {redacted:.1f} MB/s (best of {args.repeat})")
+    screened = throughput(screen)
     print(
-        f"{len(texts)} files, {size / 1e6:.2f} MB: redaction {throughput(redactor.redact):.1f} MB/s "
-        f"(best of {args.repeat})"
+        f"instruction screen {screened:.1f} MB/s over the same texts; both stages together "
+        f"{1 / (1 / redacted + 1 / screened):.1f} MB/s"
     )
     if args.baseline:
         old = _baseline_redaction(args.baseline)

@@ -24,7 +24,7 @@ from .records import Hit, Principal
 
 _GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 LABEL_SEP = ","
-_RULE_KEYS = frozenset({"pattern", "groups", "allow_instructions"})
+_RULE_KEYS = frozenset({"pattern", "groups", "allow_instructions", "allow_document_override"})
 
 
 class LabelError(ValueError):
@@ -64,9 +64,18 @@ def _kind(value: object) -> str:
 
 @dataclass(frozen=True, slots=True)
 class AccessRule:
+    """One rule of the access map.
+
+    ``allow_instructions`` exempts the documents it matches from the instruction screen
+    (a security-training runbook that quotes injections). Only an operator grants that:
+    a document's own ``allow_instructions`` front matter counts only under a rule with
+    ``allow_document_override``, never on its own.
+    """
+
     pattern: str
     groups: tuple[str, ...]
     allow_instructions: bool = False
+    allow_document_override: bool = False
 
     def matches(self, source: str) -> bool:
         return _glob_regex(self.pattern).fullmatch(source) is not None
@@ -123,20 +132,34 @@ class AccessMap:
                 continue
             if not isinstance(entry, dict) or not {"pattern", "groups"} <= set(entry) <= _RULE_KEYS:
                 raise ConfigError(
-                    f"rule {n}: expected the keys pattern and groups (and optionally allow_instructions)",
+                    f"rule {n}: expected the keys pattern and groups (and optionally allow_instructions, "
+                    "allow_document_override)",
                     path=path,
                 )
             allow = entry.get("allow_instructions", False)
-            if not isinstance(allow, bool):
-                raise ConfigError(f"rule {n}: allow_instructions must be true or false", path=path)
+            override = entry.get("allow_document_override", False)
+            for key, value in (("allow_instructions", allow), ("allow_document_override", override)):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"rule {n}: {key} must be true or false", path=path)
             if not isinstance(entry["pattern"], str) or not entry["pattern"]:
                 raise ConfigError(f"rule {n}: pattern must be a non-empty string", path=path)
             try:
                 groups = validate_labels(entry["groups"])
             except LabelError as exc:
                 raise ConfigError(f"rule {n}: {exc}", path=path) from exc
-            rules.append(AccessRule(entry["pattern"], groups, allow))
+            rules.append(AccessRule(entry["pattern"], groups, allow, override))
         return cls(tuple(rules), str(path), tuple(group_map))
+
+
+def allows_instructions(access_map: AccessMap, source: str, *, requested: bool = False) -> bool:
+    """Whether ``source`` is exempt from the instruction screen. The operator decides: the
+    matching access-map rule allows it, or lets its documents ask (``requested``, from the
+    document's own front matter). A document alone can never exempt itself, since a
+    hostile one would simply ask."""
+    rule = access_map.rule_for(source)
+    if rule is None:
+        return False
+    return rule.allow_instructions or (requested and rule.allow_document_override)
 
 
 @lru_cache(maxsize=512)

@@ -15,12 +15,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SourceError
+from .errors import SourceError, SourceLimitError
 from .records import Chunk, Document
 from .sources.markdown import markdown_parser
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 """Counts the model's word pieces of each text, without special tokens."""
+
+DEFAULT_MAX_CHUNKS = 2000
+"""A document yielding more chunks than this is refused (the biggest real runbooks yield < 150)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +46,36 @@ class _Section:
     blocks: tuple[_Block, ...]
 
 
-def chunk_document(doc: Document, *, count_tokens: TokenCounter, max_tokens: int) -> list[Chunk]:
-    """Split ``doc`` into chunks whose embedded text fits ``max_tokens`` word pieces."""
+def chunk_document(
+    doc: Document,
+    *,
+    count_tokens: TokenCounter,
+    max_tokens: int,
+    max_chunks: int | None = DEFAULT_MAX_CHUNKS,
+) -> list[Chunk]:
+    """Split ``doc`` into chunks whose embedded text fits ``max_tokens`` word pieces.
+
+    A document yielding more than ``max_chunks`` chunks (None: no cap) raises
+    :class:`~runbook_rag.errors.SourceLimitError` as soon as the cap is passed, so a
+    hostile document costs little before it is refused."""
     lines = doc.text.split("\n")
+    sections = _sections(doc.text)
+    if max_chunks is not None:
+        # Every section with text yields at least one chunk: refuse before counting any token.
+        filled = [
+            s for s in sections if any(lines[n].strip() for b in s.blocks for n in range(b.start, b.end))
+        ]
+        if len(filled) > max_chunks:
+            raise SourceLimitError(
+                f"yields more than {max_chunks:,} chunks, the per-document limit "
+                "(RUNBOOK_RAG_MAX_CHUNKS_PER_DOCUMENT)",
+                source=doc.source,
+                line=filled[max_chunks].blocks[0].start + 1,
+            )
     line_tokens = count_tokens(lines)
     chunks: list[Chunk] = []
     seen: Counter[tuple[str, tuple[str, ...], str]] = Counter()
-    for section in _sections(doc.text):
+    for section in sections:
         probe = Chunk("", doc.doc_id, doc.source, doc.title, section.path, 0, 0, "", doc.labels)
         budget = max_tokens - count_tokens([probe.embed_text])[0]
         if budget < 16:
@@ -71,6 +97,13 @@ def chunk_document(doc: Document, *, count_tokens: TokenCounter, max_tokens: int
                 url=doc.metadata.get("url"),
             )
             chunks.append(chunk)
+        if max_chunks is not None and len(chunks) > max_chunks:
+            raise SourceLimitError(
+                f"yields more than {max_chunks:,} chunks, the per-document limit "
+                "(RUNBOOK_RAG_MAX_CHUNKS_PER_DOCUMENT)",
+                source=doc.source,
+                line=chunks[max_chunks].start_line,
+            )
     _verify_window(chunks, count_tokens, max_tokens, doc.source)
     return chunks
 
@@ -106,7 +139,9 @@ def _children(tokens: list[Any], i: int) -> tuple[tuple[int, int], ...]:
     if tokens[i].nesting != 1:
         return ()
     level, spans = tokens[i].level + 1, []
-    for tok in tokens[i + 1 :]:
+    # By index: a slice (or islice) of the rest per block made many-block documents quadratic.
+    for j in range(i + 1, len(tokens)):
+        tok = tokens[j]
         if tok.level < level:
             break
         if tok.level == level and tok.nesting == 1 and tok.map is not None:

@@ -68,7 +68,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option(
     "--strict",
     is_flag=True,
-    help="Exit 4 when any card number, track data or CVV was found (and masked), 3 when a document was skipped.",
+    help=(
+        "Exit 4 when any card number, track data or CVV was found (and masked), "
+        "3 when a document was skipped."
+    ),
 )
 @click.option("--allow-empty", is_flag=True, help="Publish even when nothing is indexable.")
 @click.option("--dry-run", is_flag=True, help="Print what would change (documents) without writing.")

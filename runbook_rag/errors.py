@@ -5,7 +5,10 @@ Every error the library raises on purpose derives from :class:`RunbookRagError`:
     RunbookRagError
     ├── SourceError          a source document cannot be indexed (file, line)
     │   ├── FrontMatterError     malformed or unknown front matter
-    │   └── AccessLabelError     missing or malformed access labels
+    │   ├── AccessLabelError     missing or malformed access labels
+    │   │   └── SidecarError     a Confluence sidecar unreadable or off its schema (file, field)
+    │   ├── UnsafeSourceError    a link out of the source folder, or not a regular file
+    │   └── SourceLimitError     a document over a cost cap (line length, chunks)
     ├── ConfigError          bad settings or access map (file, line)
     ├── EmbeddingError       the embedding model cannot be loaded or used
     ├── ConfluenceError      the Confluence API cannot be read
@@ -47,6 +50,33 @@ class FrontMatterError(SourceError):
 
 class AccessLabelError(SourceError):
     """The document has no access labels, or malformed ones."""
+
+
+class SidecarError(AccessLabelError):
+    """A Confluence page's sidecar (its metadata and read restrictions) cannot be read, is not
+    valid JSON, or breaks the sidecar schema: the page is not indexed, never indexed without it."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        source: str,
+        sidecar: str,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.sidecar = sidecar
+        self.field = field
+        super().__init__(reason, source=source, line=line)
+
+
+class UnsafeSourceError(SourceError):
+    """A source is a link that leaves its source folder, or not a regular file (a FIFO, a
+    device, a socket): it is skipped unread."""
+
+
+class SourceLimitError(SourceError):
+    """A document exceeds a cost cap (a line too long, too many chunks) and is skipped."""
 
 
 class ConfigError(RunbookRagError):

@@ -23,7 +23,7 @@ from .evaluation import EvalQuery, EvalReport, evaluate
 from .generations import Manifest, ServerLayout, open_layout, verify_generation
 from .indexing import build_index
 from .lexical import CHUNKS_FILE, LexicalIndex
-from .records import Answer, BuildReport, Hit, Principal, Usage, embed_text
+from .records import Answer, BuildReport, Hit, Principal, Skipped, Usage, embed_text
 from .retrieval import Mode, Retrievers, search
 from .settings import Settings
 
@@ -102,13 +102,16 @@ class RunbookIndex:
             access_map = AccessMap.load(access_map)
         index_path = Path(path) if path is not None else settings.index
         sources = list(sources)
+        not_mirrored: list[Skipped] = []
         if confluence_url and spaces:
             mirror = index_path / "confluence-mirror"
             # A dry run writes nothing, the mirror included: it diffs against the last sync.
-            sources.append(mirror if dry_run else sync_confluence(confluence_url, spaces, mirror))
+            sources.append(
+                mirror if dry_run else sync_confluence(confluence_url, spaces, mirror, skipped=not_mirrored)
+            )
             if dry_run:
                 mirror.mkdir(parents=True, exist_ok=True)
-        return build_index(
+        report = build_index(
             sources,
             index_path=index_path,
             layout=open_layout(index_path, settings),
@@ -116,9 +119,13 @@ class RunbookIndex:
             access_map=access_map,
             allow_empty=allow_empty,
             max_bytes=settings.max_file_bytes,
+            max_line_chars=settings.max_line_chars,
+            max_chunks=settings.max_chunks_per_document,
             dry_run=dry_run,
             progress=progress,
         )
+        # Pages the mirror refused are part of what this build skipped.
+        return replace(report, skipped=(*not_mirrored, *report.skipped)) if not_mirrored else report
 
     @property
     def manifest(self) -> Manifest:
@@ -434,14 +441,19 @@ def _local_audit_key(index_path: Path) -> bytes:
     return load_key(key_file=path)
 
 
-def sync_confluence(base_url: str, spaces: Sequence[str], mirror: Path) -> Path:
-    """Mirror the pages of ``spaces`` (incrementally, by version) and return the mirror folder."""
+def sync_confluence(
+    base_url: str, spaces: Sequence[str], mirror: Path, *, skipped: list[Skipped] | None = None
+) -> Path:
+    """Mirror the pages of ``spaces`` (incrementally, by version) and return the mirror folder;
+    pages that could not be mirrored safely are appended to ``skipped``."""
     from .sources.confluence_api import ConfluenceClient, sync_space
 
     client = ConfluenceClient(base_url)
     try:
         for space in spaces:
             report = sync_space(client, space, mirror, base_url=base_url)
+            if skipped is not None:
+                skipped.extend(report.skipped)
             log.info(
                 "confluence %s: %d fetched, %d unchanged, %d removed",
                 space,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .access import AccessMap, label_key
-from .chunking import chunk_document
+from .chunking import DEFAULT_MAX_CHUNKS, chunk_document
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import ConfigError, IndexStateError, SourceError
 from .generations import (
@@ -39,8 +39,8 @@ from .generations import (
 from .lexical import CHUNKS_FILE, LexicalIndex
 from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
-from .screening import screen
-from .sources import DEFAULT_MAX_BYTES, load_documents
+from .screening import DocumentScreen
+from .sources import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINE_CHARS, load_documents
 
 CHUNKER_VERSION = 1
 log = logging.getLogger("runbook_rag")
@@ -87,9 +87,13 @@ def prepare(
     embedder: Embedder,
     access_map: AccessMap | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
+    max_chunks: int = DEFAULT_MAX_CHUNKS,
 ) -> Prepared:
     """Load, redact, chunk and screen every source (no store involved)."""
-    loaded = load_documents(source_dirs, access_map=access_map, max_bytes=max_bytes)
+    loaded = load_documents(
+        source_dirs, access_map=access_map, max_bytes=max_bytes, max_line_chars=max_line_chars
+    )
     skipped = list(loaded.skipped)
     findings: dict[str, dict[str, int]] = {}
     quarantined: list[Quarantined] = []
@@ -100,20 +104,29 @@ def prepare(
         doc, counts = redact_document(raw)
         if counts:
             findings[doc.source] = counts
+        screener = None if doc.allow_instructions else DocumentScreen(doc)
+        whole = screener.document() if screener else None
+        if whole is not None:
+            # A title or document-level field reaches every hit of the document: quarantine all of it.
+            quarantined.append(Quarantined(doc.source, 1, doc.text.count("\n") + 1, whole.label))
+            reason = f"quarantined: its {whole.where} reads as instructions to a model ({whole.rule})"
+            skipped.append(Skipped(doc.source, reason))
+            continue
         try:
             doc_chunks = chunk_document(
-                doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens
+                doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens, max_chunks=max_chunks
             )
         except SourceError as exc:
             skipped.append(Skipped(doc.source, redact(exc.reason).text, exc.line))
             continue
         clean = []
         for chunk in doc_chunks:
-            flag = None if doc.allow_instructions else screen(chunk.text)
+            # The heading path is screened with the body: it is embedded and shown with every hit.
+            flag = screener.chunk(chunk) if screener else None
             if flag is None:
                 clean.append(chunk)
             else:
-                quarantined.append(Quarantined(doc.source, chunk.start_line, chunk.end_line, flag.rule))
+                quarantined.append(Quarantined(doc.source, chunk.start_line, chunk.end_line, flag.label))
         if clean:
             kept += 1
             chunks.extend(clean)
@@ -140,6 +153,8 @@ def build_index(
     access_map: AccessMap | None = None,
     allow_empty: bool = False,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
+    max_chunks: int = DEFAULT_MAX_CHUNKS,
     dry_run: bool = False,
     progress: bool = False,
 ) -> BuildReport:
@@ -157,7 +172,14 @@ def build_index(
     index_path.mkdir(parents=True, exist_ok=True)
     layout = layout or FileLayout(index_path)
     with build_lock(index_path):
-        prepared = prepare(source_dirs, embedder=embedder, access_map=access_map, max_bytes=max_bytes)
+        prepared = prepare(
+            source_dirs,
+            embedder=embedder,
+            access_map=access_map,
+            max_bytes=max_bytes,
+            max_line_chars=max_line_chars,
+            max_chunks=max_chunks,
+        )
         if not prepared.chunks and not allow_empty:
             raise ConfigError(
                 "nothing to index: no document yielded chunks; refusing to replace the index with an empty "

@@ -259,7 +259,8 @@ class BuildReport:
     def cardholder_data_found(self) -> bool:
         """True when any source held a card number, track data or a card verification value
         (a PCI incident to raise), whatever its wrapping."""
-        return any(kind in ("pan", "track_data", "cvv") for counts in self.findings.values() for kind in counts)
+        cardholder = ("pan", "track_data", "cvv")
+        return any(kind in cardholder for counts in self.findings.values() for kind in counts)
 
     def to_dict(self) -> dict[str, object]:
         return {

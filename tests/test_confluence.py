@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -9,9 +10,10 @@ import pytest
 from runbook_rag import Principal, RunbookIndex
 from runbook_rag.access import AccessMap, AccessRule
 from runbook_rag.chunking import chunk_document
-from runbook_rag.errors import AccessLabelError, ConfigError, SourceError
+from runbook_rag.errors import AccessLabelError, ConfigError, SidecarError, SourceError
 from runbook_rag.sources import load_documents
 from runbook_rag.sources.confluence import parse_confluence, render_storage, resolve_includes
+from runbook_rag.sources.sidecar import parse_sidecar
 
 from .conftest import CORPUS
 
@@ -288,3 +290,144 @@ def test_includes_resolve_within_the_named_or_own_space(tmp_path: Path) -> None:
         (tmp_path / f"{name}.json").write_text(json.dumps({"space": space}))
     host = next(d for d in load_documents([tmp_path], access_map=ALL).documents if d.source == "host.xml")
     assert host.text.index("pay steps") < host.text.index("ops steps")
+
+
+# -- sidecars are parsed by a strict schema ------------------------------------------------------
+
+GOOD_SIDECAR = '{"title": "Good", "restrictions": {"groups": ["sre"], "users": []}}'
+REST_SHAPE = '{"restrictions": {"read": {"restrictions": {"group": {"results": [{"name": "security"}]}}}}}'
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "field", "reason", "line"),
+    [
+        ('{"readable": "false"}', "readable", "must be true or false", 1),
+        ('{"readable": null}', "readable", "must be true or false", 1),
+        ('{"restrictions": {"groups": "security"}}', "restrictions.groups", "must be a list", 1),
+        ('{"restrictions": {"groups": ["security", 7]}}', "restrictions.groups[1]", "must be a string", 1),
+        ('{"restrictions": "security"}', "restrictions", "must be an object", 1),
+        ('{"restrictions": {"Groups": ["security"]}}', "restrictions.Groups", "(did you mean 'groups'?)", 1),
+        (
+            '{"restrictions": {"group": ["security"]}}',
+            "restrictions.group",
+            "REST API's restriction shape",
+            1,
+        ),
+        ('{"Restrictions": {"groups": ["security"]}}', "Restrictions", "(did you mean 'restrictions'?)", 1),
+        ('{"Groups": ["security"]}', "Groups", "is not a known key", 1),
+        ('{"access": ["security"]}', "access", "is not a known key", 1),
+        (REST_SHAPE, "restrictions.read", "REST API's restriction shape", 1),
+        ('{"ancestors": {"title": "Parent"}}', "ancestors", "must be a list", 1),
+        (
+            '{"ancestors": [{"title": "P", "readable": 0}]}',
+            "ancestors[0].readable",
+            "must be true or false",
+            1,
+        ),
+        (
+            '{"ancestors": [{"title": "P", "restriction": {"groups": ["security"]}}]}',
+            "ancestors[0].restriction",
+            "(did you mean 'restrictions'?)",
+            1,
+        ),
+        ('{"ancestors": ["Parent"]}', "ancestors[0]", "must be an object", 1),
+        ('{"space_readers": {"groups": ["sre"], "user": []}}', "space_readers.user", "(did you mean", 1),
+        ('{"version": "12"}', "version", "must be an integer", 1),
+        ('{"version": true}', "version", "must be an integer", 1),
+        ('{"title": ["T"]}', "title", "must be a string", 1),
+        ('{"url": "javascript:alert(1)"}', "url", "must be an http(s) URL", 1),
+        (
+            '{\n  "restrictions": {"groups": ["security"]},\n  "restrictions": {"groups": []}\n}',
+            "restrictions",
+            "is given twice",
+            None,
+        ),
+        ('{"restrictions": {"groups": ["security"], "groups": []}}', "groups", "is given twice", None),
+        ('{"title": "T"}\n{"restrictions": null}', None, "not valid JSON: Extra data", 2),
+        ('{"version": NaN}', None, "not valid JSON", None),
+        ("[1, 2]", None, "must be a JSON object", None),
+        ('"readable"', None, "must be a JSON object", None),
+    ],
+)
+def test_a_malformed_sidecar_keeps_its_page_out_with_the_field_named(
+    tmp_path: Path, sidecar: str, field: str | None, reason: str, line: int | None
+) -> None:
+    (tmp_path / "good.xml").write_text("<h1>Good</h1><p>restart the pod</p>")
+    (tmp_path / "good.json").write_text(GOOD_SIDECAR)
+    (tmp_path / "space").mkdir()
+    (tmp_path / "space" / "page.xml").write_text("<h1>Page</h1><p>unseal the vault</p>")
+    (tmp_path / "space" / "page.json").write_text(sidecar)
+    loaded = load_documents([tmp_path], access_map=ALL)
+    assert [(d.source, d.labels) for d in loaded.documents] == [("good.xml", ("sre",))]
+    [skipped] = loaded.skipped
+    assert skipped.source == "space/page.xml" and skipped.line == line
+    assert skipped.reason.startswith("sidecar space/page.json")
+    assert reason in skipped.reason
+    if field is not None:
+        assert f"{field!r}" in skipped.reason
+    if field is not None and "twice" not in reason:  # decoded, a key given twice is gone
+        with pytest.raises(SidecarError) as err:
+            parse_confluence("<p>x</p>", source="p.xml", access_map=ALL, sidecar=json.loads(sidecar))
+        assert err.value.field == field and isinstance(err.value, AccessLabelError)
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "labels"),
+    [
+        ("{}", ("payments-oncall", "security", "sre")),
+        ('{"restrictions": null, "ancestors": []}', ("payments-oncall", "security", "sre")),
+        ('{"restrictions": {"groups": [], "users": []}}', ("payments-oncall", "security", "sre")),
+        ('{"restrictions": {"groups": ["security", "sre"]}}', ("security", "sre")),
+        ('{"restrictions": {"users": ["u1"], "groups": ["sre"]}}', ("sre",)),
+        (
+            '{"ancestors": [{"id": "1", "title": "P", "readable": true, '
+            '"restrictions": {"groups": ["sre"]}}]}',
+            ("sre",),
+        ),
+        ('{"id": "884211", "space": "PAY", "version": 12, "url": "https://wiki/x", "readable": true}', None),
+        ('{"space_readers": {"groups": ["security"], "users": []}}', ("security",)),
+    ],
+)
+def test_a_valid_sidecar_is_still_indexed(
+    tmp_path: Path, sidecar: str, labels: tuple[str, ...] | None
+) -> None:
+    (tmp_path / "page.xml").write_text("<h1>Page</h1><p>unseal the vault</p>")
+    (tmp_path / "page.json").write_text(sidecar)
+    loaded = load_documents([tmp_path], access_map=ALL)
+    assert not loaded.skipped
+    [doc] = loaded.documents
+    assert doc.labels == (labels or ("payments-oncall", "security", "sre"))
+
+
+def test_the_sample_sidecar_passes_the_schema() -> None:
+    from .conftest import SAMPLES
+
+    side = SAMPLES / "confluence" / "acquirer-certificate-rotation.json"
+    parse_sidecar(side.read_text(), source="page.xml", sidecar=side.name)
+
+
+def test_a_sidecar_that_is_not_a_plain_file_keeps_its_page_out(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "open.json").write_text("{}")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("linked", "fifo", "folder", "cased", "good"):
+        (src / f"{name}.xml").write_text(f"<h1>{name}</h1><p>text</p>")
+    (src / "linked.json").symlink_to(outside / "open.json")
+    os.mkfifo(src / "fifo.json")
+    (src / "folder.json").mkdir()
+    (src / "cased.JSON").write_text('{"restrictions": {"groups": ["security"]}}')
+    (src / "good.json").write_text("{}")
+    (src / "page-link.xml").symlink_to("good.xml")
+    loaded = load_documents([src], access_map=ALL)
+    assert [d.source for d in loaded.documents] == ["good.xml"]
+    assert {s.source: s.reason for s in loaded.skipped} == {
+        "linked.xml": "sidecar linked.json is a symbolic link: not followed",
+        "fifo.xml": "sidecar fifo.json: not a regular file (a FIFO): skipped unread",
+        "folder.xml": "sidecar folder.json: not a regular file (a folder): skipped unread",
+        "cased.xml": (
+            "sidecar must be named cased.json, found cased.JSON: the page's restrictions are unknown"
+        ),
+        "page-link.xml": "a Confluence page must not be a symbolic link (to good.xml): not followed",
+    }

@@ -17,7 +17,7 @@ from runbook_rag import Principal, RunbookIndex
 from runbook_rag.access import AccessMap, AccessRule
 from runbook_rag.errors import ConfigError, ConfluenceError
 from runbook_rag.sources import load_documents
-from runbook_rag.sources.confluence_api import ConfluenceClient, sync_space
+from runbook_rag.sources.confluence_api import ConfluenceClient, sync_space, valid_page_id
 
 TOKEN = "test-token-Zx81"
 PAGES = {
@@ -199,3 +199,158 @@ def test_errors_never_carry_the_token(tmp_path: Path, monkeypatch: pytest.Monkey
     with pytest.raises(ConfluenceError) as err:
         list(client.pages("PAY"))
     assert TOKEN not in str(err.value) and "127.0.0.1:9" in str(err.value)
+
+
+# -- what the API names never leaves the mirror ---------------------------------------------------
+
+BAD_IDS = [
+    "../../etc/x",
+    "12/../../x",
+    "123abc",
+    "\u0661\u0662\u0663",
+    "",
+    "..",
+    "/etc/passwd",
+    "12\n",
+    " 12",
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0", "0"),
+        ("884211", "884211"),
+        ("9" * 20, "9" * 20),
+        (884211, "884211"),
+        ("9" * 21, None),
+        ("\u0661\u0662\u0663", None),  # Arabic-Indic digits: str.isdigit() says yes
+        ("\uff11\uff12", None),  # full-width digits
+        ("\u00b2", None),  # superscript two
+        ("12\n", None),
+        ("12.0", None),
+        ("-12", None),
+        (-12, None),
+        (True, None),
+        (12.0, None),
+        (None, None),
+        (["12"], None),
+    ],
+)
+def test_page_ids_are_ascii_digits_only(value: object, expected: str | None) -> None:
+    assert valid_page_id(value) == expected
+
+
+@pytest.fixture
+def client(api: str) -> Iterator[ConfluenceClient]:
+    Api.flaky = set()  # these tests are not about retries
+    client = ConfluenceClient(api, token=TOKEN, backoff=0.01)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if not p.is_dir()}
+
+
+def test_bad_page_ids_from_the_api_are_skipped_and_nothing_leaves_the_mirror(
+    api: str, client: ConfluenceClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for bad in BAD_IDS:
+        monkeypatch.setitem(PAGES, bad, {**PAGES["101"], "title": f"bad {bad!r}"})
+    mirror = tmp_path / "deep" / "er" / "mirror"
+    report = sync_space(client, "PAY", mirror, base_url=api)
+    assert sorted(report.fetched) == ["101", "102", "103"]
+    assert len(report.skipped) == len(BAD_IDS)
+    assert all("the API gave a page id that is not ASCII digits" in s.reason for s in report.skipped)
+    assert all(s.source.startswith("PAY/(page id ") for s in report.skipped)
+    assert files_under(tmp_path) == {
+        f"deep/er/mirror/PAY/{n}.{ext}" for n in (101, 102, 103) for ext in ("xml", "json")
+    }
+    # a bad id is never sent back to the API either (it would be a path on the server)
+    pages_asked = {path for path in Api.hits if path.startswith("/rest/api/content/")}
+    assert pages_asked == {
+        *(f"/rest/api/content/{n}" for n in ("101", "102", "103")),
+        *(f"/rest/api/content/{n}/restriction/byOperation/read" for n in ("101", "102", "103", "900", "901")),
+    }
+    loaded = load_documents([mirror], access_map=AccessMap((AccessRule("PAY/**", ("sre", "card-vault")),)))
+    assert {d.source for d in loaded.documents} == {"PAY/101.xml", "PAY/102.xml"}
+
+
+def test_a_page_that_cannot_be_mirrored_safely_is_skipped_and_its_old_copy_removed(
+    api: str, client: ConfluenceClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(PAGES, "104", {**PAGES["101"], "title": "Rotate keys", "version": 1})
+    sync_space(client, "PAY", tmp_path, base_url=api)
+    assert (tmp_path / "PAY" / "104.xml").is_file()
+    # Upstream, the page moves under a parent whose id the mirror must not trust.
+    monkeypatch.setitem(
+        PAGES, "104", {**PAGES["104"], "version": 2, "ancestors": [{"id": "../900", "title": "X"}]}
+    )
+    Api.hits.clear()
+    report = sync_space(client, "PAY", tmp_path, base_url=api)
+    assert [(s.source, s.reason) for s in report.skipped] == [
+        ("PAY/104.xml", "not mirrored: the API gave an ancestor id that is not ASCII digits ('../900')")
+    ]
+    assert report.removed == ["104"] and not (tmp_path / "PAY" / "104.xml").exists()
+    assert not [path for path in Api.hits if "900" in path]  # the bad id never went into a URL
+
+
+@pytest.mark.parametrize("space", ["../x", "PAY/../../x", "", ".", "P AY", "\u0661"])
+def test_a_space_key_that_is_not_one_is_refused_before_anything_is_written(
+    api: str, client: ConfluenceClient, tmp_path: Path, space: str
+) -> None:
+    with pytest.raises(ConfigError, match="is not a Confluence space key"):
+        sync_space(client, space, tmp_path / "mirror", base_url=api)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_mirror_file_that_links_outside_is_not_written_through(
+    api: str, client: ConfluenceClient, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("untouched")
+    (tmp_path / "mirror" / "PAY").mkdir(parents=True)
+    (tmp_path / "mirror" / "PAY" / "101.xml").symlink_to(outside)
+    report = sync_space(client, "PAY", tmp_path / "mirror", base_url=api)
+    assert [s.source for s in report.skipped] == ["PAY/101.xml"]
+    assert "outside the mirror folder" in report.skipped[0].reason
+    assert outside.read_text() == "untouched" and sorted(report.fetched) == ["102", "103"]
+
+
+def test_a_restriction_entry_without_a_name_makes_the_restrictions_unreadable(
+    api: str, client: ConfluenceClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dropping the nameless entry would leave an empty list: "no restriction" for everyone.
+    monkeypatch.setitem(RESTRICTIONS, "900", {"group": {"results": [{"displayName": "card vault"}]}})
+    sync_space(client, "PAY", tmp_path, base_url=api)
+    side = json.loads((tmp_path / "PAY" / "102.json").read_text())
+    assert side["ancestors"][0]["readable"] is False
+    loaded = load_documents([tmp_path], access_map=AccessMap((AccessRule("PAY/**", ("sre", "card-vault")),)))
+    assert "PAY/102.xml" not in {d.source for d in loaded.documents}
+
+
+def test_pages_skipped_by_the_mirror_are_in_the_build_report(
+    api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .conftest import HashEmbedder
+
+    Api.flaky = set()
+    monkeypatch.setenv("RUNBOOK_RAG_CONFLUENCE_TOKEN", TOKEN)
+    monkeypatch.setitem(PAGES, "12/../../x", {**PAGES["101"]})
+    amap = AccessMap((AccessRule("PAY/**", ("sre", "card-vault")),))
+    report = RunbookIndex.build(
+        [],
+        path=tmp_path / "idx",
+        access_map=amap,
+        embedder=HashEmbedder(),
+        confluence_url=api,
+        spaces=["PAY"],
+    )
+    assert report.documents == 2
+    assert (
+        "PAY/(page id '12/../../x')",
+        "not mirrored: the API gave a page id that is not ASCII digits",
+    ) in {(s.source, s.reason) for s in report.skipped}

@@ -1,12 +1,24 @@
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import stat
+import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runbook_rag.access import AccessMap, AccessRule
-from runbook_rag.errors import ConfigError
-from runbook_rag.sources import load_documents
+from runbook_rag.chunking import DEFAULT_MAX_CHUNKS, chunk_document
+from runbook_rag.errors import ConfigError, SourceError, SourceLimitError, UnsafeSourceError
+from runbook_rag.indexing import prepare
+from runbook_rag.records import Document
+from runbook_rag.sources import DEFAULT_MAX_LINE_CHARS, Loaded, files, load_documents, read_text
+
+from .conftest import CORPUS, HashEmbedder
 
 GOOD = "---\ntitle: Good\naccess: [sre]\n---\n# Good\n\nRestart the pod.\n"
 
@@ -156,10 +168,270 @@ def test_report_text_never_carries_a_card_number(tmp_path: Path) -> None:
     assert loaded.skipped[0].source == "[PAN ****1111].md"
 
 
-def test_allow_instructions_from_front_matter_or_access_map(tmp_path: Path) -> None:
-    write(tmp_path, "training/a.md", "---\ntitle: A\naccess: [sre]\nallow_instructions: true\n---\nx\n")
+def test_allow_instructions_comes_from_the_access_map_front_matter_only_where_it_allows(
+    tmp_path: Path,
+) -> None:
+    asks = "---\ntitle: {}\naccess: [sre]\nallow_instructions: true\n---\nx\n"
+    write(tmp_path, "training/a.md", asks.format("A"))
     write(tmp_path, "training/b.md", "---\ntitle: B\naccess: [sre]\n---\nx\n")
+    write(tmp_path, "override/d.md", asks.format("D"))
     write(tmp_path, "other/c.md", "---\ntitle: C\naccess: [sre]\n---\nx\n")
-    amap = AccessMap((AccessRule("training/b.md", ("sre",), allow_instructions=True),))
-    docs = {d.source: d.allow_instructions for d in load_documents([tmp_path], access_map=amap).documents}
-    assert docs == {"other/c.md": False, "training/a.md": True, "training/b.md": True}
+    amap = AccessMap(
+        (
+            AccessRule("training/b.md", ("sre",), allow_instructions=True),
+            AccessRule("override/**", ("sre",), allow_document_override=True),
+        )
+    )
+    loaded = load_documents([tmp_path], access_map=amap)
+    docs = {d.source: d.allow_instructions for d in loaded.documents}
+    # a document's own request counts only under a rule that lets it: a hostile one would simply ask
+    assert docs == {"other/c.md": False, "override/d.md": True, "training/a.md": False, "training/b.md": True}
+    assert [(w.source, w.line) for w in loaded.warnings] == [("training/a.md", 4)]
+
+
+# -- sources never leave their folder -----------------------------------------------------------
+
+
+def load_without_hanging(source: Path, **kwargs: Any) -> Loaded:
+    """load_documents in a thread: if an open ever blocks on a FIFO, the test fails, not hangs."""
+    result: list[Loaded] = []
+    worker = threading.Thread(target=lambda: result.append(load_documents([source], **kwargs)), daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    if worker.is_alive():
+        fifos = [p for p in source.rglob("*") if stat.S_ISFIFO(p.lstat().st_mode)]
+        for _ in range(len(fifos) + 1):
+            for fifo in fifos:
+                # A writer's open releases a reader blocked in open(); with no reader it fails (ENXIO).
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            worker.join(timeout=5)
+        pytest.fail("reading the sources blocked on a FIFO")
+    return result[0]
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder next to the source folder, holding what must never be indexed."""
+    folder = tmp_path / "outside"
+    write(folder, "secret.md", "---\ntitle: Secret\naccess: [sre]\n---\n# Secret\n\nthe outside secret\n")
+    return folder
+
+
+def test_symbolic_links_leading_outside_the_folder_are_skipped_unread(tmp_path: Path, outside: Path) -> None:
+    src = tmp_path / "src"
+    write(src, "a-good.md", GOOD)
+    (src / "file-link.md").symlink_to(outside / "secret.md")
+    (src / "relative-link.md").symlink_to(Path("..") / "outside" / "secret.md")
+    (src / "dir-link").symlink_to(outside, target_is_directory=True)
+    (src / "deep").mkdir()
+    (src / "deep" / "chain.md").symlink_to(src / "file-link.md")  # inside, then outside
+    (src / "etc-link.md").symlink_to("/etc/passwd")
+    loaded = load_without_hanging(src)
+    assert [d.source for d in loaded.documents] == ["a-good.md"]
+    reasons = {s.source: s.reason for s in loaded.skipped}
+    assert set(reasons) == {"file-link.md", "relative-link.md", "dir-link", "deep/chain.md", "etc-link.md"}
+    for source in ("file-link.md", "relative-link.md", "deep/chain.md", "etc-link.md"):
+        assert "symbolic link leading outside the source folder: not followed" in reasons[source]
+    assert reasons["dir-link"] == "symbolic link to a folder outside the source folder: not followed"
+    assert not any("outside the source folder" in d.text or "secret" in d.text for d in loaded.documents)
+
+
+def test_symbolic_links_to_folders_inside_are_not_descended_so_loops_end(tmp_path: Path) -> None:
+    write(tmp_path, "a/page.md", GOOD)
+    (tmp_path / "a" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "a", target_is_directory=True)
+    loaded = load_without_hanging(tmp_path)
+    assert [d.source for d in loaded.documents] == ["a/page.md"]  # once, under its own path
+    assert {s.source: s.reason for s in loaded.skipped} == {
+        "a/loop": "symbolic link to a folder inside the source folder: not followed",
+        "alias": "symbolic link to a folder inside the source folder: not followed",
+    }
+
+
+def test_a_link_inside_the_folder_is_followed_only_when_it_keeps_the_targets_access(tmp_path: Path) -> None:
+    write(tmp_path, "restricted/vault.md", "---\ntitle: Vault\n---\n# Vault\n\nunseal the vault\n")
+    write(tmp_path, "shared/real.md", "---\ntitle: Real\n---\n# Real\n\nshared steps\n")
+    (tmp_path / "public").mkdir()
+    (tmp_path / "public" / "vault.md").symlink_to(Path("..") / "restricted" / "vault.md")
+    (tmp_path / "shared" / "alias.md").symlink_to("real.md")
+    write(tmp_path, "shared/page.xml", "<h1>Restricted page</h1><p>unseal</p>")
+    write(tmp_path, "shared/page.json", '{"restrictions": {"groups": ["card-vault"]}}')
+    (tmp_path / "shared" / "page-as-markdown.md").symlink_to("page.xml")
+    amap = AccessMap(
+        (
+            AccessRule("restricted/**", ("card-vault",)),
+            AccessRule("public/**", ("all-staff",)),
+            AccessRule("shared/**", ("card-vault", "sre")),
+        )
+    )
+    loaded = load_without_hanging(tmp_path, access_map=amap)
+    assert {d.source: d.labels for d in loaded.documents} == {
+        "restricted/vault.md": ("card-vault",),
+        "shared/alias.md": ("card-vault", "sre"),  # same rule as its target: nothing to gain
+        "shared/page.xml": ("card-vault",),  # its sidecar narrows it; read as Markdown it would not
+        "shared/real.md": ("card-vault", "sre"),
+    }
+    assert [(s.source, s.reason) for s in loaded.skipped] == [
+        (
+            "public/vault.md",
+            "symbolic link to restricted/vault.md, which the access map labels differently: not followed",
+        ),
+        (
+            "shared/page-as-markdown.md",
+            "symbolic link to shared/page.xml, which is not a Markdown runbook: not followed",
+        ),
+    ]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_fifos_and_sockets_are_skipped_unread_without_blocking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path, "a-good.md", GOOD)
+    os.mkfifo(tmp_path / "pipe.md")
+    os.mkfifo(tmp_path / "pipe-page.xml")
+    monkeypatch.chdir(tmp_path)  # a unix socket path must be short: bind a relative one
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind("sock.md")
+        loaded = load_without_hanging(tmp_path)
+    assert [d.source for d in loaded.documents] == ["a-good.md"]
+    assert {s.source: s.reason for s in loaded.skipped} == {
+        "pipe.md": "not a regular file (a FIFO): skipped unread",
+        "pipe-page.xml": "not a regular file (a FIFO): skipped unread",
+        "sock.md": "not a regular file (a socket): skipped unread",
+    }
+
+
+def test_a_device_is_skipped_unread(tmp_path: Path) -> None:
+    write(tmp_path, "a-good.md", GOOD)
+    try:
+        os.mknod(tmp_path / "zero.md", 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero
+    except (PermissionError, AttributeError):
+        pytest.skip("creating a device node needs privileges")
+    (tmp_path / "urandom.md").symlink_to("/dev/urandom")
+    loaded = load_without_hanging(tmp_path)
+    assert [d.source for d in loaded.documents] == ["a-good.md"]
+    assert {s.source: s.reason for s in loaded.skipped} == {
+        "zero.md": "not a regular file (a character device): skipped unread",
+        "urandom.md": "symbolic link leading outside the source folder: not followed",
+    }
+
+
+def test_a_link_swapped_in_after_the_check_is_refused_not_followed(
+    tmp_path: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pretend the path resolved to itself when checked (a link swapped in right after): the
+    # open, one component at a time with O_NOFOLLOW, must still refuse to follow it.
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "late.md").symlink_to(outside / "secret.md")
+    (tmp_path / "src" / "sub").symlink_to(outside, target_is_directory=True)
+    monkeypatch.setattr(files.os.path, "realpath", lambda p: os.path.abspath(p))
+    for path in (tmp_path / "src" / "late.md", tmp_path / "src" / "sub" / "secret.md"):
+        with pytest.raises(SourceError) as err:
+            read_text(path, source="x.md", root=tmp_path / "src")
+        assert "secret" not in str(err.value)
+
+
+def test_read_text_without_a_root_stays_in_the_files_own_folder(tmp_path: Path, outside: Path) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "link.md").symlink_to(outside / "secret.md")
+    with pytest.raises(UnsafeSourceError, match="outside the source folder"):
+        read_text(tmp_path / "src" / "link.md", source="link.md")
+    assert "the outside secret" in read_text(outside / "secret.md", source="secret.md")
+
+
+# -- cost caps ----------------------------------------------------------------------------------
+
+
+def test_a_line_over_the_limit_is_skipped_before_parsing_and_the_rest_kept(tmp_path: Path) -> None:
+    write(tmp_path, "a-good.md", GOOD)
+    write(tmp_path, "long.md", GOOD + "\nshort line\n" + "x" * 5001 + "\n")
+    write(tmp_path, "at-limit.md", GOOD + "y" * 5000 + "\n")
+    write(tmp_path, "page.xml", "<h1>Page</h1><p>" + "word " * 1200 + "</p>")
+    write(tmp_path, "short-page.xml", "<h1>Short page</h1><p>" + "word " * 900 + "</p>")
+    amap = AccessMap((AccessRule("*.xml", ("sre",)),))
+    loaded = load_documents([tmp_path], access_map=amap, max_line_chars=5000)
+    assert [d.source for d in loaded.documents] == ["a-good.md", "at-limit.md", "short-page.xml"]
+    skipped = {s.source: (s.reason, s.line) for s in loaded.skipped}
+    assert skipped["long.md"] == ("line 10 is 5,001 characters long, over the 5,000-character limit", 10)
+    # a page's limit applies to its Markdown rendering (storage format is often one line)
+    reason, line = skipped["page.xml"]
+    assert "over the 5,000-character limit" in reason and line == 3
+
+
+def test_a_document_over_the_chunk_cap_is_skipped_and_the_rest_indexed(tmp_path: Path) -> None:
+    write(tmp_path, "a-good.md", GOOD)
+    head = "---\ntitle: {}\naccess: [sre]\n---\n"
+    sections = "".join(f"## Step {n}\n\nDo thing {n}.\n\n" for n in range(400))
+    write(tmp_path, "many-sections.md", head.format("Many") + sections)
+    write(tmp_path, "few.md", head.format("Few") + sections[: sections.index("## Step 40")])
+    # one section whose paragraphs each fill a chunk (the test embedder's window is 40 words)
+    paragraphs = "".join(f"{' '.join(['word'] * 30)} {n}\n\n" for n in range(80))
+    write(tmp_path, "one-long-section.md", head.format("Long") + "## Only\n\n" + paragraphs)
+    prepared = prepare([tmp_path], embedder=HashEmbedder(), max_chunks=50)
+    assert sorted({c.source for c in prepared.chunks}) == ["a-good.md", "few.md"]
+    # the line where the 51st chunk would start: the body of "## Step 50", the 51st paragraph
+    assert [(s.source, s.line) for s in prepared.skipped] == [
+        ("many-sections.md", 5 + 4 * 50 + 2),
+        ("one-long-section.md", 7 + 2 * 50),
+    ]
+    assert all("yields more than 50 chunks" in s.reason for s in prepared.skipped)
+
+
+def test_the_chunk_cap_stops_chunking_early() -> None:
+    calls: list[int] = []
+
+    class Counting(HashEmbedder):
+        def count_tokens(self, texts: Sequence[str]) -> list[int]:
+            calls.append(len(texts))
+            return super().count_tokens(texts)
+
+    text = "".join(f"# H{n}\n\nbody {n}\n\n" for n in range(50_000))
+    doc = Document("x.md", "x.md", "x", text, ("sre",))
+    embedder = Counting()
+    with pytest.raises(SourceLimitError, match="more than 100 chunks"):
+        chunk_document(
+            doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens, max_chunks=100
+        )
+    assert sum(calls) < 1000  # refused before a token of the 200,000 lines was counted
+
+
+def test_the_caps_come_from_settings_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runbook_rag import RunbookIndex, Settings
+
+    write(tmp_path / "src", "a-good.md", GOOD)
+    write(tmp_path / "src", "many.md", GOOD + "".join(f"## S{n}\n\nx {n}\n\n" for n in range(30)))
+    write(tmp_path / "src", "wide.md", GOOD + "z" * 1500 + "\n")
+    monkeypatch.setenv("RUNBOOK_RAG_MAX_CHUNKS_PER_DOCUMENT", "20")
+    monkeypatch.setenv("RUNBOOK_RAG_MAX_LINE_CHARS", "1000")
+    settings = Settings()
+    assert (settings.max_chunks_per_document, settings.max_line_chars) == (20, 1000)
+    report = RunbookIndex.build(
+        [tmp_path / "src"], path=tmp_path / "idx", settings=settings, embedder=HashEmbedder()
+    )
+    assert report.documents == 1
+    reasons = {s.source: s.reason for s in report.skipped}
+    assert "more than 20 chunks" in reasons["many.md"] and "1,000-character limit" in reasons["wide.md"]
+
+
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared corpus is not here")
+def test_real_runbooks_are_far_below_the_line_cap() -> None:
+    amap = AccessMap((AccessRule("**", ("sre",)),))
+    loaded = load_documents([CORPUS], access_map=amap)
+    assert len(loaded.documents) > 300 and not loaded.skipped
+    longest = max(len(line) for d in loaded.documents for line in d.text.split("\n"))
+    assert longest * 10 < DEFAULT_MAX_LINE_CHARS
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared corpus is not here")
+def test_real_runbooks_are_far_below_the_chunk_cap(model) -> None:
+    amap = AccessMap((AccessRule("**", ("sre",)),))
+    most = max(
+        len(chunk_document(d, count_tokens=model.count_tokens, max_tokens=model.max_tokens, max_chunks=None))
+        for d in load_documents([CORPUS], access_map=amap).documents
+    )
+    assert most * 10 < DEFAULT_MAX_CHUNKS

@@ -1,36 +1,43 @@
 """Source discovery: find runbook files under source folders and parse them into documents.
 
-One module per source kind; this module walks the folders, reads bytes safely, and
-turns every failure into a :class:`~runbook_rag.records.Skipped` entry naming the
-file (and line) so the rest of the build goes on.
+One module per source kind; :mod:`.files` walks the folders and reads bytes without
+ever leaving them, and this module turns every failure into a
+:class:`~runbook_rag.records.Skipped` entry naming the file (and line) so the rest
+of the build goes on.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..access import AccessMap
-from ..errors import ConfigError, SourceError
+from ..errors import ConfigError, SidecarError, SourceError, UnsafeSourceError
 from ..records import BuildWarning, Document, Skipped
 from ..redaction import redact
-from . import confluence, markdown
+from . import confluence, files, markdown
+from .files import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINE_CHARS, check_lines, read_text, resolve_within
+from .sidecar import Sidecar, parse_sidecar
 
-DEFAULT_MAX_BYTES = 5 * 1024 * 1024
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_LINE_CHARS",
+    "Loaded",
+    "discover",
+    "load_documents",
+    "read_text",
+]
+
+SUFFIXES = markdown.SUFFIXES + confluence.SUFFIXES
 
 
-def discover(source_dir: Path) -> Iterator[tuple[Path, str]]:
-    """Yield ``(path, source)`` for every runbook file, ``source`` relative with forward slashes."""
-    for root, dirs, files in os.walk(source_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or not name.lower().endswith(markdown.SUFFIXES + confluence.SUFFIXES):
-                continue
-            path = Path(root) / name
-            yield path, path.relative_to(source_dir).as_posix()
+def discover(source_dir: Path, *, skipped: list[Skipped] | None = None) -> Iterator[tuple[Path, str]]:
+    """Yield ``(path, source)`` for every runbook file, ``source`` relative with forward slashes.
+
+    Symbolic links to folders are not descended into; they are appended to ``skipped``."""
+    return files.discover(source_dir, suffixes=SUFFIXES, skipped=skipped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,7 @@ def load_documents(
     *,
     access_map: AccessMap | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
 ) -> Loaded:
     """Parse every runbook under ``source_dirs``.
 
@@ -57,79 +65,112 @@ def load_documents(
     skipped: list[Skipped] = []
     warnings: list[BuildWarning] = []
     seen: set[str] = set()
+    listings: dict[Path, list[str]] = {}
     for source_dir in map(Path, source_dirs):
         if not source_dir.is_dir():
             raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
-        for path, source in discover(source_dir):
+        for path, source in discover(source_dir, skipped=skipped):
             if source in seen:
-                skipped.append(
-                    Skipped(
-                        redact(source).text,
-                        redact(f"duplicate source path (also under another folder): {path}").text,
-                    )
-                )
+                skipped.append(Skipped(source, f"duplicate source path (also under another folder): {path}"))
                 continue
             seen.add(source)
             try:
-                text = read_text(path, source=source, max_bytes=max_bytes)
-                if path.suffix.lower() in confluence.SUFFIXES:
-                    sidecar = _sidecar(path, source=source, max_bytes=max_bytes)
+                is_page = path.suffix.lower() in confluence.SUFFIXES
+                _check_link(path, source=source, root=source_dir, access_map=access_map, is_page=is_page)
+                text = read_text(path, source=source, max_bytes=max_bytes, root=source_dir)
+                if is_page:
+                    sidecar = _sidecar(
+                        path, source=source, max_bytes=max_bytes, root=source_dir, listings=listings
+                    )
                     doc = confluence.parse_confluence(
                         text, source=source, access_map=access_map, sidecar=sidecar, warnings=warnings
                     )
+                    # Storage format often sits on one line: the limit is on the Markdown
+                    # rendering, which is what chunking parses and tokenises.
+                    check_lines(doc.text, source=source, max_line_chars=max_line_chars)
                 else:
+                    check_lines(text, source=source, max_line_chars=max_line_chars)
                     doc = markdown.parse_markdown(
                         text, source=source, access_map=access_map, warnings=warnings
                     )
                 documents.append(doc)
             except SourceError as exc:
-                skipped.append(Skipped(redact(exc.source).text, redact(exc.reason).text, exc.line))
+                skipped.append(Skipped(exc.source, exc.reason, exc.line))
     excerpts = {d.source: d.metadata["excerpt"] for d in documents if "excerpt" in d.metadata}
     documents, include_warnings, include_skipped = confluence.resolve_includes(documents, excerpts)
     warnings.extend(include_warnings)
     skipped.extend(include_skipped)
+    skipped = [Skipped(redact(s.source).text, redact(s.reason).text, s.line) for s in skipped]
     warnings = [BuildWarning(redact(w.source).text, redact(w.message).text, w.line) for w in warnings]
     return Loaded(documents, skipped, warnings)
 
 
-def _sidecar(path: Path, *, source: str, max_bytes: int) -> dict[str, object] | None:
-    """A page's metadata from ``<same name>.json`` next to it, when there is one."""
+def _check_link(path: Path, *, source: str, root: Path, access_map: AccessMap, is_page: bool) -> None:
+    """A symbolic link to a file is followed only inside the source folder, and only when
+    following it cannot change who may read the file."""
+    if not os.path.islink(path):
+        return
+    target = resolve_within(path, root, source=source).as_posix()
+    if is_page:
+        # A page's restrictions live in the sidecar next to the file, not next to the link.
+        raise UnsafeSourceError(
+            f"a Confluence page must not be a symbolic link (to {target}): not followed", source=source
+        )
+    # Read as Markdown, a page or a sidecar would shed the restrictions its sidecar gives it.
+    if not target.lower().endswith(markdown.SUFFIXES):
+        raise UnsafeSourceError(
+            f"symbolic link to {target}, which is not a Markdown runbook: not followed", source=source
+        )
+    # The access map labels by path: a link must not give a file another rule's groups.
+    if access_map.rule_for(source) != access_map.rule_for(target):
+        raise UnsafeSourceError(
+            f"symbolic link to {target}, which the access map labels differently: not followed",
+            source=source,
+        )
+
+
+def _sidecar(
+    path: Path, *, source: str, max_bytes: int, root: Path, listings: dict[Path, list[str]]
+) -> Sidecar | None:
+    """A page's metadata from ``<same name>.json`` next to it, when there is one.
+
+    Anything there that cannot be read as a sidecar (a link, a FIFO, a folder, a file
+    named with other letter case) keeps the page out: its restrictions are unknown."""
     side = path.with_suffix(".json")
-    if not side.is_file():
-        return None
+    name = Path(source).with_suffix(".json").as_posix()
     try:
-        data = json.loads(read_text(side, source=source + " (sidecar)", max_bytes=max_bytes))
-    except json.JSONDecodeError as exc:
-        raise SourceError(
-            f"sidecar {side.name} is not valid JSON: {exc.msg}", source=source, line=exc.lineno
+        os.lstat(side)
+    except FileNotFoundError:
+        other = _case_variant(side, listings)
+        if other is None:
+            return None
+        raise SidecarError(
+            f"sidecar must be named {side.name}, found {other}: the page's restrictions are unknown",
+            source=source,
+            sidecar=name,
         ) from None
-    if not isinstance(data, dict):
-        raise SourceError(f"sidecar {side.name} must be a JSON object", source=source)
-    return data
-
-
-def read_text(path: Path, *, source: str, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
-    """Read a file as UTF-8 text, refusing empty, binary, oversized and undecodable files.
-
-    The size is checked before reading and the read is capped, so a file that grows
-    meanwhile (or lies about its size) never costs more than ``max_bytes`` of memory.
-    """
-    try:
-        if path.stat().st_size > max_bytes:
-            raise SourceError(f"file is larger than the {max_bytes:,}-byte limit", source=source)
-        with open(path, "rb") as fh:
-            data = fh.read(max_bytes + 1)
-        if len(data) > max_bytes:
-            raise SourceError(f"file is larger than the {max_bytes:,}-byte limit", source=source)
     except OSError as exc:
-        raise SourceError(f"cannot read file: {exc.strerror or exc}", source=source) from None
-    if not data.strip():
-        raise SourceError("empty file", source=source)
-    if b"\x00" in data[:8192]:
-        raise SourceError("binary file (contains NUL bytes)", source=source)
+        raise SidecarError(
+            f"cannot check for sidecar {name}: {exc.strerror or exc}", source=source, sidecar=name
+        ) from None
+    if os.path.islink(side):
+        raise SidecarError(f"sidecar {name} is a symbolic link: not followed", source=source, sidecar=name)
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise SourceError(f"not valid UTF-8 (byte {exc.start})", source=source, line=line) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+        text = read_text(side, source=name, max_bytes=max_bytes, root=root)
+    except SourceError as exc:
+        raise SidecarError(
+            f"sidecar {name}: {exc.reason}", source=source, sidecar=name, line=exc.line
+        ) from None
+    return parse_sidecar(text, source=source, sidecar=name)
+
+
+def _case_variant(side: Path, listings: dict[Path, list[str]]) -> str | None:
+    """A file next to ``side`` whose name differs from it only in letter case (``Page.JSON``);
+    ``listings`` caches each folder's names, so a folder is listed once per build."""
+    if side.parent not in listings:
+        try:
+            listings[side.parent] = sorted(n for n in os.listdir(side.parent) if n.lower().endswith(".json"))
+        except OSError:
+            listings[side.parent] = []
+    wanted = side.name.casefold()
+    return next((n for n in listings[side.parent] if n.casefold() == wanted and n != side.name), None)

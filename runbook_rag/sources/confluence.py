@@ -14,11 +14,12 @@ from __future__ import annotations
 import html.entities
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SourceError
+from .sidecar import Restriction, Sidecar, validate_sidecar
 
 SUFFIXES = (".xml", ".html")
 AC = "http://atlassian.com/content"
@@ -342,19 +343,26 @@ def parse_confluence(
     *,
     source: str,
     access_map: Any,
-    sidecar: dict[str, Any] | None = None,
+    sidecar: Sidecar | Mapping[str, Any] | None = None,
     warnings: list[Any] | None = None,
 ) -> Any:
     """Parse a storage-format page into a :class:`~runbook_rag.records.Document`.
 
     Labels start from the access map (the space's readers) and are intersected with the
     read restrictions of the page and of every ancestor given in the sidecar: fail
-    closed, a page is never more visible than its most restricted ancestor.
+    closed, a page is never more visible than its most restricted ancestor. A sidecar
+    given as a mapping is checked against the strict schema first
+    (:class:`~runbook_rag.errors.SidecarError` when it breaks it).
     """
+    from ..access import allows_instructions
     from ..errors import AccessLabelError
     from ..records import BuildWarning, Document
 
-    sidecar = sidecar or {}
+    meta = (
+        validate_sidecar(sidecar, source=source, sidecar=source.rsplit(".", 1)[0] + ".json")
+        if sidecar is not None
+        else Sidecar()
+    )
     rendered = render_storage(text, source=source)
     base = access_map.labels_for(source)
     if base is None:
@@ -365,17 +373,17 @@ def parse_confluence(
             source=source,
         )
     labels = set(base)
-    if sidecar.get("readable") is False:
+    if not meta.readable:
         raise AccessLabelError("the page's own restrictions cannot be read", source=source)
-    space = sidecar.get("space_readers")
-    if space is not None:  # the space's readers, when the API told us: nobody listed, nobody reads
-        labels &= _restriction_labels(space, source=source, access_map=access_map) or set()
-    restrictions = [("the page", sidecar.get("restrictions"))]
-    for n, ancestor in enumerate(sidecar.get("ancestors") or [], start=1):
-        if not isinstance(ancestor, dict) or ancestor.get("readable") is False:
+    # The space's readers, when the API told us: nobody listed, nobody reads.
+    if meta.space_readers is not None:
+        labels &= _restriction_labels(meta.space_readers, source=source, access_map=access_map) or set()
+    restrictions = [meta.restrictions]
+    for n, ancestor in enumerate(meta.ancestors, start=1):
+        if not ancestor.readable:
             raise AccessLabelError(f"the restrictions of ancestor {n} cannot be read", source=source)
-        restrictions.append((f"ancestor {ancestor.get('title') or n}", ancestor.get("restrictions")))
-    for _, restriction in restrictions:
+        restrictions.append(ancestor.restrictions)
+    for restriction in restrictions:
         allowed = _restriction_labels(restriction, source=source, access_map=access_map)
         if allowed is not None:
             labels &= allowed
@@ -385,8 +393,12 @@ def parse_confluence(
         )
     if warnings is not None:
         warnings.extend(BuildWarning(source, note) for note in rendered.notes)
-    title = str(sidecar.get("title") or rendered.title or source.rsplit("/", 1)[-1].rsplit(".", 1)[0])
-    metadata = {k: str(sidecar[k]) for k in ("id", "space", "version", "url") if sidecar.get(k) is not None}
+    title = meta.title or rendered.title or source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    metadata = {
+        key: str(value)
+        for key in ("id", "space", "version", "url")
+        if (value := getattr(meta, key)) is not None
+    }
     if rendered.excerpt:
         metadata["excerpt"] = rendered.excerpt
     return Document(
@@ -396,24 +408,22 @@ def parse_confluence(
         text=rendered.markdown,
         labels=tuple(sorted(labels)),
         metadata=metadata,
+        # Only the access map exempts a page from the instruction screen: nothing in the page
+        # or its sidecar can ask for it.
+        allow_instructions=allows_instructions(access_map, source),
     )
 
 
-def _restriction_labels(restriction: Any, *, source: str, access_map: Any) -> set[str] | None:
+def _restriction_labels(restriction: Restriction | None, *, source: str, access_map: Any) -> set[str] | None:
     """The labels a read restriction allows, or None when there is no restriction."""
     from ..access import LabelError, validate_labels
     from ..errors import AccessLabelError
 
-    if restriction is None:
-        return None
-    if not isinstance(restriction, dict):
-        raise AccessLabelError("page restrictions must be an object with groups and users", source=source)
-    groups, users = restriction.get("groups") or [], restriction.get("users") or []
-    if not groups and not users:
+    if restriction is None or not (restriction.groups or restriction.users):
         return None
     try:
-        named = validate_labels(groups) if groups else ()
+        named = validate_labels(restriction.groups) if restriction.groups else ()
         mapped = [label for group in named for label in access_map.map_group(group)]
-        return set(validate_labels([*mapped, *(f"user:{u}" for u in users)]))
+        return set(validate_labels([*mapped, *(f"user:{u}" for u in restriction.users)]))
     except LabelError as exc:
         raise AccessLabelError(f"page restrictions: {exc}", source=source) from None

@@ -7,6 +7,12 @@ incremental by page version (an unchanged page is not fetched again), paginated,
 bounded by timeouts, and retried with backoff on 429 and 5xx, honouring
 ``Retry-After``. The token comes from the environment and never appears in a log,
 an error or the mirror.
+
+Whatever the API says that becomes a file name is checked first: a page id must be
+ASCII digits (``../../etc/x``, ``12/../x``, ``123abc`` or Arabic-Indic digits are
+refused), a space key letters and digits, and every file is written only after its
+resolved path is found inside the mirror. A page the mirror cannot take safely is
+skipped with a reason (and any older copy of it removed); the rest go on.
 """
 
 from __future__ import annotations
@@ -14,19 +20,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ConfluenceError
+from ..errors import ConfigError, ConfluenceError, SourceError
 from ..generations import atomic_write
+from ..records import Skipped
+from ..redaction import redact
+from .files import read_text
 
 log = logging.getLogger("runbook_rag")
 TOKEN_ENV = "RUNBOOK_RAG_CONFLUENCE_TOKEN"
 USER_ENV = "RUNBOOK_RAG_CONFLUENCE_USER"
 PAGE_EXPAND = "body.storage,version,ancestors"
+# [0-9], not \d or str.isdigit(): those take any Unicode digit.
+_PAGE_ID = re.compile(r"[0-9]{1,20}")
+# Space keys are letters and digits; personal spaces are "~" and a user name or account id.
+_SPACE_KEY = re.compile(r"~?[A-Za-z0-9][A-Za-z0-9_:-]{0,254}")
 
 
 @dataclass
@@ -36,6 +50,7 @@ class SyncReport:
     fetched: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
 
 
 class ConfluenceClient:
@@ -120,117 +135,245 @@ class ConfluenceClient:
             yield from data.get("results", [])
             nxt = (data.get("_links") or {}).get("next")
             if nxt:
-                path, params = nxt if nxt.startswith("http") else f"{self._base}{nxt}", None
+                path, params = self._next_url(nxt, space), None
             elif len(data.get("results", [])) == limit and "start" in data:
                 params = {**(params or {}), "start": int(data["start"]) + limit}
             else:
                 return
+
+    def _next_url(self, nxt: object, space: str) -> str:
+        # The token goes with every request: follow a next link only on this server.
+        if isinstance(nxt, str) and nxt.startswith("/") and not nxt.startswith("//"):
+            return f"{self._base}{nxt}"
+        if isinstance(nxt, str) and nxt.startswith(self._base + "/"):
+            return nxt
+        raise ConfluenceError(f"space {space}: the API's next-page link leaves {self._base}")
 
     def space_readers(self, space: str) -> dict[str, list[str]] | None:
         """Groups and users with read permission on the space, or None when the API will not say."""
         data = self.get(f"/rest/api/space/{space}", {"expand": "permissions"})
         if data is None or "permissions" not in data:
             return None
+        permissions = data["permissions"] or []
+        if not isinstance(permissions, list):
+            raise ConfluenceError(f"space {space}: the API's permissions are not a list")
         groups: list[str] = []
         users: list[str] = []
-        for permission in data["permissions"] or []:
-            operation = permission.get("operation") or {}
-            if operation.get("operation") != "read" or operation.get("targetType") != "space":
+        # An entry that cannot be understood is left out: fewer readers, never more.
+        for permission in permissions:
+            if _dig(permission, "operation", "operation") != "read":
                 continue
-            subjects = permission.get("subjects") or {}
-            groups += [
-                g.get("name") for g in (subjects.get("group") or {}).get("results", []) if g.get("name")
-            ]
-            users += [
-                u.get("accountId") or u.get("username")
-                for u in (subjects.get("user") or {}).get("results", [])
-                if u.get("accountId") or u.get("username")
-            ]
+            if _dig(permission, "operation", "targetType") != "space":
+                continue
+            for key, names, out in (("group", ("name",), groups), ("user", ("accountId", "username"), users)):
+                for subject in _dig(permission, "subjects", key, "results") or []:
+                    name = next((_dig(subject, k) for k in names if _dig(subject, k)), None)
+                    if isinstance(name, str):
+                        out.append(name)
         return {"groups": groups, "users": users}
 
     def read_restrictions(self, page_id: str) -> dict[str, list[str]] | None:
-        """The read restrictions of a page (groups and users), or None when they cannot be read."""
-        data = self.get(f"/rest/api/content/{page_id}/restriction/byOperation/read")
-        if data is None:
+        """The read restrictions of a page (groups and users), or None when they cannot be read.
+
+        An entry that cannot be understood makes the whole answer unreadable: dropping it
+        could leave an empty list, which means no restriction at all."""
+        if not valid_page_id(page_id):
             return None
-        restrictions = data.get("restrictions") or {}
-        groups = [g.get("name") for g in (restrictions.get("group") or {}).get("results", [])]
-        users = [
-            u.get("accountId") or u.get("username")
-            for u in (restrictions.get("user") or {}).get("results", [])
-        ]
-        return {"groups": [g for g in groups if g], "users": [u for u in users if u]}
+        data = self.get(f"/rest/api/content/{page_id}/restriction/byOperation/read")
+        restrictions = data.get("restrictions") if isinstance(data, dict) else None
+        if not isinstance(restrictions, dict):
+            return None
+        groups = _subjects(restrictions.get("group"), ("name",))
+        users = _subjects(restrictions.get("user"), ("accountId", "username"))
+        if groups is None or users is None:
+            return None
+        return {"groups": groups, "users": users}
+
+
+def _dig(data: object, *keys: str) -> Any:
+    """``data[k1][k2]...``, or None where a level is missing or not an object."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _subjects(block: object, keys: tuple[str, ...]) -> list[str] | None:
+    """The names in ``{"results": [{key: name}, ...]}``; None when any entry has none."""
+    if block is None:
+        return []
+    results = block.get("results", []) if isinstance(block, dict) else None
+    if not isinstance(results, list):
+        return None
+    names = []
+    for entry in results:
+        name = next((entry[k] for k in keys if isinstance(entry, dict) and entry.get(k)), None)
+        if not isinstance(name, str):
+            return None
+        names.append(name)
+    return names
+
+
+def valid_page_id(value: object) -> str | None:
+    """``value`` as a page id, when it is one: 1 to 20 ASCII digits (it becomes a file name)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        value = str(value)
+    return value if isinstance(value, str) and _PAGE_ID.fullmatch(value) else None
 
 
 def sync_space(client: ConfluenceClient, space: str, mirror: Path, *, base_url: str) -> SyncReport:
-    """Bring ``mirror/<space>/`` up to date with the space; unchanged versions are not re-fetched."""
+    """Bring ``mirror/<space>/`` up to date with the space; unchanged versions are not re-fetched.
+
+    A page that cannot be mirrored safely (a malformed id, version, title or body, or one
+    that cannot be read) is listed in the report's ``skipped`` and left out of the mirror.
+    """
+    if not isinstance(space, str) or not _SPACE_KEY.fullmatch(space):
+        raise ConfigError(f"{str(space)[:40]!r} is not a Confluence space key (letters and digits)")
+    mirror.mkdir(parents=True, exist_ok=True)
     folder = mirror / space
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_symlink():
+        folder.mkdir(exist_ok=True)
+    if folder.is_symlink() or folder.resolve().parent != mirror.resolve():
+        raise ConfluenceError(f"{folder}: the space's mirror folder must be a plain folder inside {mirror}")
+    folder = folder.resolve()
     report = SyncReport()
     live: set[str] = set()
     readers = client.space_readers(space)
     for summary in client.pages(space):
-        page_id = str(summary["id"])
-        live.add(page_id)
-        version = int((summary.get("version") or {}).get("number", 0))
-        sidecar = folder / f"{page_id}.json"
-        if (
-            sidecar.is_file()
-            and _cached_version(sidecar) == version
-            and _cached(sidecar, "space_readers") == readers
-        ):
-            report.unchanged.append(page_id)
-            continue
-        page = client.get(f"/rest/api/content/{page_id}", {"expand": PAGE_EXPAND})
-        if page is None:
-            continue
-        meta: dict[str, Any] = {
-            "id": page_id,
-            "title": page.get("title"),
-            "space": space,
-            "version": int((page.get("version") or {}).get("number", version)),
-            "url": base_url.rstrip("/") + ((page.get("_links") or {}).get("webui") or f"/pages/{page_id}"),
-            "restrictions": client.read_restrictions(page_id),
-            "ancestors": [],
-            "space_readers": readers,
-        }
-        if meta["restrictions"] is None:
-            meta["restrictions"] = {"groups": [], "users": []}
-            meta["readable"] = False
-        for ancestor in page.get("ancestors") or []:
-            restrictions = client.read_restrictions(str(ancestor["id"]))
-            meta["ancestors"].append(
-                {
-                    "id": str(ancestor["id"]),
-                    "title": ancestor.get("title"),
-                    "restrictions": restrictions,
-                    "readable": restrictions is not None,
-                }
+        raw_id = summary.get("id") if isinstance(summary, dict) else None
+        page_id = valid_page_id(raw_id)
+        if page_id is None:
+            report.skipped.append(
+                _skip(
+                    f"{space}/(page id {_shown(raw_id)})", "the API gave a page id that is not ASCII digits"
+                )
             )
-        body = ((page.get("body") or {}).get("storage") or {}).get("value", "")
-        atomic_write(folder / f"{page_id}.xml", body)
-        atomic_write(sidecar, json.dumps(meta, indent=2))
+            continue
+        try:
+            version = _version(_dig(summary, "version", "number") or 0)
+            sidecar = _mirror_path(folder, f"{page_id}.json")
+            if (
+                sidecar.is_file()
+                and _cached_version(sidecar) == version
+                and _cached(sidecar, "space_readers") == readers
+            ):
+                report.unchanged.append(page_id)
+                live.add(page_id)
+                continue
+            page = client.get(f"/rest/api/content/{page_id}", {"expand": PAGE_EXPAND})
+            if page is None:
+                raise SourceError("the page cannot be read with this token", source=page_id)
+            meta, body = _page_meta(
+                client, page, page_id=page_id, space=space, version=version, base_url=base_url
+            )
+            meta["space_readers"] = readers
+            atomic_write(_mirror_path(folder, f"{page_id}.xml"), body)
+            atomic_write(sidecar, json.dumps(meta, indent=2))
+        except SourceError as exc:
+            report.skipped.append(_skip(f"{space}/{page_id}.xml", exc.reason))
+            continue
+        live.add(page_id)
         report.fetched.append(page_id)
+    # A page gone upstream, or skipped now, leaves the mirror: an old copy could carry old restrictions.
     for stale in folder.glob("*.json"):
         if stale.stem not in live:
             stale.unlink()
             (folder / f"{stale.stem}.xml").unlink(missing_ok=True)
             report.removed.append(stale.stem)
+    for entry in report.skipped:
+        log.warning("confluence %s: %s skipped: %s", space, entry.source, entry.reason)
     return report
 
 
+def _page_meta(
+    client: ConfluenceClient, page: object, *, page_id: str, space: str, version: int, base_url: str
+) -> tuple[dict[str, Any], str]:
+    """A fetched page's sidecar and storage-format body, or a SourceError saying what is wrong."""
+    if not isinstance(page, dict):
+        raise SourceError("the API's page is not a JSON object", source=page_id)
+    title = page.get("title")
+    body = _dig(page, "body", "storage", "value") or ""
+    if title is not None and not isinstance(title, str):
+        raise SourceError("the API gave a title that is not a string", source=page_id)
+    if not isinstance(body, str):
+        raise SourceError("the API gave a body that is not a string", source=page_id)
+    webui = _dig(page, "_links", "webui")
+    # A path on this wiki only: "//host/x" or "https://elsewhere" would send readers off-site.
+    if not (isinstance(webui, str) and webui.startswith("/") and not webui.startswith("//")):
+        webui = f"/pages/{page_id}"
+    meta: dict[str, Any] = {
+        "id": page_id,
+        "title": title,
+        "space": space,
+        "version": _version(_dig(page, "version", "number") or version),
+        "url": base_url.rstrip("/") + webui,
+        "restrictions": client.read_restrictions(page_id),
+        "ancestors": [],
+    }
+    if meta["restrictions"] is None:
+        meta["restrictions"] = {"groups": [], "users": []}
+        meta["readable"] = False
+    ancestors = page.get("ancestors") or []
+    if not isinstance(ancestors, list):
+        raise SourceError("the API gave ancestors that are not a list", source=page_id)
+    for ancestor in ancestors:
+        raw_id = ancestor.get("id") if isinstance(ancestor, dict) else None
+        ancestor_id = valid_page_id(raw_id)
+        if ancestor_id is None or not isinstance(ancestor, dict):
+            raise SourceError(
+                f"the API gave an ancestor id that is not ASCII digits ({_shown(raw_id)})", source=page_id
+            )
+        ancestor_title = ancestor.get("title")
+        restrictions = client.read_restrictions(ancestor_id)
+        meta["ancestors"].append(
+            {
+                "id": ancestor_id,
+                "title": ancestor_title if isinstance(ancestor_title, str) else None,
+                "restrictions": restrictions,
+                "readable": restrictions is not None,
+            }
+        )
+    return meta, body
+
+
+def _version(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SourceError(f"the API gave a version that is not a whole number ({_shown(value)})", source="")
+    return value
+
+
+def _mirror_path(folder: Path, name: str) -> Path:
+    """``folder/name``, refused unless it really is in ``folder`` (a resolved, real folder)."""
+    path = folder / name
+    if path.parent != folder or not Path(os.path.realpath(path)).is_relative_to(folder):
+        raise SourceError(f"{name} would be written outside the mirror folder", source=name)
+    return path
+
+
+def _shown(value: object) -> str:
+    """A value from the API, quoted and cut short for a report."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _skip(source: str, reason: str) -> Skipped:
+    # Report entries pass through the redactor: an id from the API may quote anything.
+    return Skipped(redact(source).text, redact(f"not mirrored: {reason}").text)
+
+
 def _cached(sidecar: Path, key: str) -> Any:
+    # A sidecar that cannot be read (or is a link) is as good as absent: the page is fetched again.
     try:
-        return json.loads(sidecar.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError):
+        data = json.loads(read_text(sidecar, source=sidecar.name))
+    except (SourceError, ValueError):
         return None
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def _cached_version(sidecar: Path) -> int | None:
-    try:
-        return int(json.loads(sidecar.read_text(encoding="utf-8")).get("version"))
-    except (OSError, ValueError, TypeError):
-        return None
+    version = _cached(sidecar, "version")
+    return version if isinstance(version, int) and not isinstance(version, bool) else None
 
 
 def _retry_after(value: str | None, default: float) -> float:

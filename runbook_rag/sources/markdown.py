@@ -11,7 +11,7 @@ from markdown_it import MarkdownIt
 from mdit_py_plugins.front_matter import front_matter_plugin
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from ..access import AccessMap, LabelError, validate_labels
+from ..access import AccessMap, LabelError, allows_instructions, validate_labels
 from ..errors import AccessLabelError, FrontMatterError
 from ..records import BuildWarning, Document
 
@@ -38,6 +38,7 @@ class FrontMatter(BaseModel):
     tags: list[str] | None = None
     updated: dt.date | None = None
     description: str | None = None
+    # A request only: honoured where the access map lets documents decide (see allows_instructions).
     allow_instructions: bool = False
 
     @field_validator("title", "owner", "service", "description", mode="before")
@@ -117,8 +118,17 @@ def parse_markdown(
         metadata["updated"] = fm.updated.isoformat()
     if fm.tags:
         metadata["tags"] = ",".join(fm.tags)
-    rule = access_map.rule_for(source)
-    allow = fm.allow_instructions or bool(rule and rule.allow_instructions)
+    allow = allows_instructions(access_map, source, requested=fm.allow_instructions)
+    if fm.allow_instructions and not allow and warnings is not None:
+        warnings.append(
+            BuildWarning(
+                source,
+                "front-matter allow_instructions ignored: only the access map can exempt a document from the "
+                "instruction screen (a rule's allow_instructions, or allow_document_override to let its "
+                "documents decide)",
+                _key_line(text, "allow_instructions"),
+            )
+        )
     return Document(
         allow_instructions=allow,
         doc_id=source,
