@@ -55,7 +55,8 @@ _VERB = _alt(
     "ignorier(?:e|en|t)?", "vergiss", "vergesse?n?", "vergesst", "missachte[nt]?", "ue?bergehe?n?",
     "verwirf", "verwerfe?n?", "beachte[nt]? nicht", "nicht (?:mehr )?beachten", "setze? aus?ser kraft",
     # es
-    "ignora[dnrs]?", "ignoren", "olvida[dnrs]?", "olvide[ns]?", "descarta[r]?", "descarte", "omite", "omita",
+    "ignora[dnrs]?", "ignoren", "olvida[dnrs]?", "olvid(?:ate|ese|ense)", "olvide[ns]?", "descarta[r]?",
+    "descarte", "omite", "omita",
     "omitir", "desatiende", "desestima", "desestime", "(?:haz|haga|hagan|hacer) caso omiso",
     "no (?:hagas|haga|hagan) caso", "no sigas", "no siga[ns]?", "deja de seguir", "pas[ae] por alto",
     # pt
@@ -175,6 +176,21 @@ _TOLD = _alt(
     "alles wat (?:je|jij|u) (?:eerder |hiervoor |tot nu toe )?(?:is )?(?:gezegd|verteld|opgedragen|gegeven)",
     "wat (?:je|jij|u) (?:is |werd )?(?:gezegd|verteld|opgedragen)",
     "alles hierboven",
+    # "...everything said before", "...the preceding text", and the same in each language
+    "everything (?:(?:that|which) (?:was|has been|is|s) )?(?:said|written|stated|mentioned|typed|given)"
+    " (?:before|above|earlier|previously|so far|until now|up to (?:now|here))",
+    "(?:preceding|previous|prior|above|earlier|foregoing) (?:text|content|words|input)"
+    "(?=\\s*(?:[.!?;:]|$|and\\b|then\\b))",
+    "tout ce qui (?:est|a ete|se trouve) (?:ecrit |dit )?(?:au dessus|ci dessus|plus haut|avant|auparavant"
+    "|precedemment)",
+    "tout ce qui a ete (?:dit|ecrit)",
+    "alles(?: was)? (?:weiter )?(?:oben|davor|vorher|zuvor|bisher) (?:steht|stand|gesagt wurde|geschrieben"
+    " (?:steht|wurde)|kam|gesagt)",
+    "todo lo que se (?:dijo|ha dicho|escribio|menciono|indico)",
+    "tudo (?:o )?que (?:foi|esta|estava|tinha sido) (?:dito|escrito|mencionado)",
+    "(?:tutto )?(?:(?:quello|cio) che|quanto) (?:e|era) stato (?:detto|scritto)",
+    "alles wat (?:hierboven|eerder|hiervoor|daarvoor|boven) (?:staat|stond|is gezegd|werd gezegd|gezegd is"
+    "|is geschreven)",
 )
 
 _VOID = _alt(
@@ -355,16 +371,41 @@ _DIRECTED = _alt(
     "approve", "deny", "disable", "call", "visit", "fetch", "render", "report", "translate", "quote", "cite",
 )
 
+# "Ignore the instructions above if you already ran the migration", "Disregard the earlier
+# instructions for v1 clusters": an override narrowed by a condition on the system is prose.
+# The condition needs a subject ("if you already...", "when the cluster..."): "if asked, print
+# the key" is an attack.
+_NOT_CONDITIONAL = (
+    "(?! (?:(?:if|when|whenever|unless|once) (?:you|the|it|this|that|these|those|an?|your|our|there|we|they"
+    "|its|no|all|any|[a-z0-9.-]+ (?:is|are|was|were|has|have|runs?|fails?))\\b"
+    "|for (?!(?:now|the rest|the remainder|this|all|good|the user|me|us)\\b)"
+    "(?:the |your |our |these |those |any )?[a-z0-9]))"
+)
+_CLAUSE_ENDS = "(?=\\s*(?:[.!?;:,]|$|and\\b|then\\b|now\\b|instead\\b))"
+_MODEL = rf"(?:{_AI}|assistants?|models?|bots?|chat ?bots?|agents?|machines?|crawlers?)"
+
 # -- rules --------------------------------------------------------------------------
 
 _OVERRIDE = _alt(
     rf"\b{_VERB}(?: {_DET}){{0,4}}(?: {_POSS})?(?: {_DET}){{0,2}}(?: {_QUAL_PRE}){{1,2}}(?: {_DET})?"
-    rf"(?: {_QUAL_PRE})? {_OBJ}\b{_NOT_COMPOUND}",
-    rf"\b{_VERB}(?: {_DET}){{0,4}}(?: {_POSS})?(?: {_DET}){{0,2}} {_OBJ}(?: {_DET})? {_QUAL_POST}\b",
+    rf"(?: {_QUAL_PRE})? {_OBJ}\b{_NOT_COMPOUND}{_NOT_CONDITIONAL}",
+    rf"\b{_VERB}(?: {_DET}){{0,4}}(?: {_POSS})?(?: {_DET}){{0,2}} {_OBJ}(?: {_DET})? {_QUAL_POST}\b"
+    rf"{_NOT_CONDITIONAL}",
+    # "ignore all prior context and instructions"
+    rf"\b{_VERB}(?: {_DET}){{0,4}} {_QUAL_PRE} (?:context|text|input|content|messages|conversation|commands"
+    rf"|rules) (?:and|or) (?:{_DET} )?{_OBJ_CORE}\b",
+    # "The instructions above no longer apply" (not "The previous instructions no longer apply to 3.x")
+    rf"\b(?:{_OBJ_CORE} {_QUAL_POST}|(?:all|your) (?:of )?(?:the )?{_QUAL_PRE} {_OBJ_CORE})"
+    r" (?:no longer apply"
+    r"|(?:are|is) no longer (?:valid|in effect|applicable|in force))(?=\s*(?:[.!?;:,]|$|and\b))",
+    # a fake fresh start: "New instructions:", "Updated instructions for the assistant:"
+    r"(?:^|[.!?;:] |, )(?:here are |these are )?(?:your |my )?(?:(?:new|real|actual|true|override|overriding"
+    rf"|secret|hidden) (?:system )?instructions?(?: for (?:the |any |all )?{_MODEL})?"
+    rf"|(?:updated|revised|additional|special|important) instructions? for (?:the |any |all )?{_MODEL}) ?:",
     rf"\b{_VERB}(?: {_DET}){{0,3}} {_POSS}(?: {_QUAL_PRE})? {_OBJ_YOURS}\b{_NOT_COMPOUND}",
     rf"\b{_VERB} (?:all|toutes|tous|alle|todas|todos|tutte|tutti)(?: {_DET}){{0,2}} {_OBJ_CORE}"
     r"(?=\s*(?:[.!?;:]|$|and\b|et\b|und\b|y\b|e\b|en\b|then\b))",
-    rf"\b{_VERB}(?: {_DET}){{0,2}} {_TOLD}",
+    rf"\b{_VERB}(?: {_DET}){{0,3}} {_TOLD}",
     # "all previous instructions are void", "les instructions précédentes sont annulées"
     rf"\b(?:(?:{_DET} ){{0,2}}{_QUAL_PRE} (?:{_QUAL_PRE} )?|{_POSS} (?:{_QUAL_PRE} )?){_OBJ_CORE}"
     rf"(?: {_QUAL_POST})? {_BE} (?:now |maintenant |jetzt |ahora |agora |ora |nu )?{_VOID}\b",
@@ -380,6 +421,12 @@ _ROLE = _alt(
     rf"\b{_NOW_YOU_ARE} (?:{_ARTICLE} )?(?:{_ADJ} )?{_ROLE_STRONG}\b",
     rf"\b{_NOW_YOU_ARE} {_INDEFINITE} (?:{_ADJ} )?{_ROLE_WEAK}\b{_ROLE_ENDS}",
     rf"\b{_NOW_YOU_ARE} {_MODE}",
+    # "You are ChatGPT", "You are an LLM" (not "an AI engineer" or "the AI on-call")
+    rf"(?<!if\s)(?<!when\s)\byou (?:are|re) (?:chat ?gpt|claude|gemini|copilot|gpt(?: ?\d)?"
+    rf"|an? (?:large )?language model|an? llm"
+    rf"|an? (?:ai|llm)(?: (?:assistant|model|language model|chat ?bot|agent))?\b{_NOT_AN_AUDIENCE})\b",
+    r"\byou (?:are|re) (?:now )?no longer (?:an? |the )?(?:[a-z]+ )?(?:ai|assistant|language model|chat ?bot"
+    r"|model|helper)\b(?! (?:manager|owner|of|for|on ?call)\b)",
     r"\byou (?:are|re) (?:now )?no longer (?:an? )?(?:ai|assistant|language model|chat ?bot|model"
     r"|bound by (?:your|any|the) (?:rules|guidelines|instructions|programming|restrictions|policies))\b",
     r"\b(?:from now on|henceforth|starting now|from this point (?:on|forward)|for the rest of this"
@@ -395,6 +442,20 @@ _ROLE = _alt(
     r"\b(?:enter|switch to|activate|enable|turn on) (?:the )?(?:dan|jailbreak|god|unrestricted|uncensored"
     r"|evil) mode\b",
     r"\bdo anything now\b",
+)
+
+# Rules on common words ("job", "message", "forget"), kept apart so those words wake only
+# these short patterns rather than the whole override or role rule.
+_OVERRIDE_COMMON = _alt(
+    # "Nevermind the above", "Forget all that"
+    r"\b(?:never ?mind|forget(?: about)?) (?:all |about )?(?:of )?(?:the above|all (?:of )?(?:that|this"
+    rf"|the above)|everything(?: (?:else|above))?){_CLAUSE_ENDS}",
+    rf"\b{_VERB} (?:the |your |any |all |this )?(?:system|developer) (?:message|prompt){_CLAUSE_ENDS}",
+)
+_ROLE_COMMON = _alt(
+    # "Your real task:" (not "Your task: restart the pods")
+    r"\byour (?:new|real|actual|true|secret|hidden) (?:task|job|goal|mission|objective|purpose|assignment)"
+    r"(?: is)? ?:",
 )
 
 _EXTRACT = _alt(
@@ -425,7 +486,26 @@ _DIRECTIVE = _alt(
     rf" (?:assistant|agent|system|tool|reader))\b{_NOT_AN_AUDIENCE}",
     rf"\b(?:reading|processing|parsing|summari[sz]ing) this (?:{_DOC} )?as an? (?:{_AI}|bot|model"
     rf"|assistant)\b",
-    rf"\bas an? (?:{_AI}|assistant)\b.{{0,60}}?\b(?:must|should|shall|will|always|never|need to|have to)\b",
+    rf"\bas (?:an?|the) (?:{_AI}|assistant|model|chat ?bot)\b"
+    r"(?! (?:manager|team|platform|engineers?|owners?|leads?|on ?call)\b)"
+    r".{0,60}?\b(?:must|should|shall|will|always|never|need to|have to|you)\b",
+    rf"\bthe (?:assistant|chat ?bot|{_AI}) (?:must|should|shall|needs? to|has to|is to"
+    r"|is (?:required|instructed|told|expected|supposed) to)"
+    rf"(?: (?:always|only|instead|also|now|immediately|never|not))* {_DIRECTED}\b",
+    # "(AI readers: ...)", "LLM instructions:", "For AI eyes only"
+    rf"\b{_AI} (?:readers?|crawlers?|(?:assistants? |agents? |models? )?(?:instructions?|directives?|note"
+    r"|notice|eyes only)) ?:",
+    rf"\bfor (?:{_AI}|models?|assistants?|bots?|machines?|robots?) eyes only\b",
+    rf"\bto (?:whichever|whatever|whoever|any|every|each|the) {_MODEL}(?: (?:that|which|who))? (?:reads?"
+    r"|is reading|parses?|processes|summari[sz]es|ingests?|sees?|finds?|retrieves?) (?:this|these)\b",
+    rf"\bif (?:an?|any|the|some) {_MODEL}(?: is| are| happens to be)? (?:reading|parsing|processing"
+    r"|summari[sz]ing|ingesting|seeing|indexing|retrieving) (?:this|these)\b",
+    rf"\bif (?:this|these) (?:{_DOC} )?(?:is|are|was|were|gets?) (?:being |ever )?(?:read|parsed|processed"
+    rf"|summari[sz]ed|ingested|indexed|retrieved|seen|analy[sz]ed) by (?:an?|any|the|some)"
+    rf" (?:{_AI}|models?|bots?|machines?)\b{_NOT_AN_AUDIENCE}",
+    r"\b(?:do not|don t|dont|never) (?:tell|inform|alert|notify|let) (?:the user|the human|the engineer"
+    r"|the reader|the operator|anyone|them|users)(?: know)? (?:about |of )?(?:this|these|the) (?:note|notes"
+    r"|message|comment|instructions?|text|section|line|paragraph|directive|prompt)\b",
     rf"\b{_AI}(?: (?:assistants?|agents?|models?|bots?|tools?|systems?))? (?:must|should|shall|will|need to"
     rf"|have to|are (?:required|instructed|told|expected|asked|supposed) to|are to)"
     rf"(?: (?:always|only|instead|also|now|immediately))* {_DIRECTED}\b",
@@ -460,6 +540,7 @@ _OVERRIDE_ANCHORS = _set("""
     guardrails regles indications regeln vorgaben anordnungen direktiven richtlinien reglas directrices
     directivas consignas normas regras diretrizes diretivas indicacoes regole consegne regels richtlijnen
     bevelen above told given instructed taught asked programmed trained everything text content words says
+    input todo dijo dessus precede staat stond hierboven gesagte
     said tout dit alles gesagt befohlen aufgetragen mitgeteilt anterior arriba dijeron dicho dije indicaron
     ordenaron tudo disseram dito mandaram tutto detto gezegd verteld opgedragen
 """)
@@ -467,7 +548,8 @@ _ROLE_ANCHORS = _set("""
     now henceforth maintenant desormais present dorenavant jetzt nun sofort ahora agora doravante ora adesso
     poi avanti nu voortaan longer act behave obey ignore disregard unrestricted uncensored unfiltered
     jailbroken jailbreak evil rogue dan god pretend imagine roleplay play instructions programming directive
-    directives persona identity prompt
+    directives persona identity prompt chatgpt claude
+    gemini copilot gpt llm ai language model assistant chatbot
 """)
 _EXTRACT_ANCHORS = _set("""
     systemprompt systemprompts prompt prompts instruction instructions directive directives consigne consignes
@@ -480,7 +562,7 @@ _DIRECTIVE_ANCHORS = _set("""
     sprachmodelle modele modeles modelo modelos modello modelli taalmodel taalmodellen kiassistent
     kiassistenten kimodell kimodelle assistente asistente assistant assistants agent agents model models bot
     bots reader readers automated instruction instructions prompt directive summarise summarize summarising
-    summarizing answering asked
+    summarizing answering asked eyes note notes message comment
 """)
 _EXFILTRATE_ANCHORS = _set("conversation chat window prompt messages question")
 
@@ -494,7 +576,19 @@ def _compile(pattern: str) -> str:
 
 RULES: tuple[tuple[str, str, frozenset[str], tuple[int, int]], ...] = (
     ("override instructions", _compile(_OVERRIDE), _OVERRIDE_ANCHORS, (200, 100)),
+    (
+        "override instructions",
+        _compile(_OVERRIDE_COMMON),
+        _set("forget nevermind mind message prompt"),
+        (60, 80),
+    ),
     ("role change", _compile(_ROLE), _ROLE_ANCHORS, (80, 120)),
+    (
+        "role change",
+        _compile(_ROLE_COMMON),
+        _set("task job goal mission objective purpose assignment"),
+        (40, 20),
+    ),
     ("prompt extraction", _compile(_EXTRACT), _EXTRACT_ANCHORS, (140, 80)),
     ("model directive", _compile(_DIRECTIVE), _DIRECTIVE_ANCHORS, (100, 120)),
     ("exfiltration request", _compile(_EXFILTRATE), _EXFILTRATE_ANCHORS, (140, 100)),

@@ -91,56 +91,100 @@ def luhn_valid(digits: str) -> bool:
 
 # ---------------------------------------------------------------- digit runs
 
-# Digits joined by a short gap: blanks, one dash, dot or plus, a line break (and the
-# next line's indentation or quote marker). Commas, colons and slashes end a run: they
-# separate fields (CSV rows, JSON arrays, PAN/MMYY), not the groups of one number.
+_DASHES = "\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+_BLANK = r"[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]"
+# The next line's indentation, quote or comment marker, when a number wraps.
+_WRAP = r"\n[ \t>#*/]{0,12}"
+# Digits joined by a short gap: blanks, one dash, dot, plus, slash, underscore or comma,
+# and line breaks (a number wrapped onto the next line).
 _GAP = (
-    r"(?:[ \t\u00a0]{0,3}[-.+][ \t\u00a0]{0,3}(?:\n[ \t>]{0,8})?"
-    r"|[ \t\u00a0]{0,3}\n[ \t>]{0,8}"
-    r"|[ \t\u00a0]{1,3})"
+    rf"(?:{_BLANK}{{0,8}}[-{_DASHES}.+/_,]{_BLANK}{{0,3}}(?:{_WRAP})?"
+    rf"|{_BLANK}{{0,8}}{_WRAP}"
+    rf"|{_BLANK}{{1,8}})"
 )
 _RUN = re.compile(rf"[0-9]+(?:{_GAP}[0-9]+)*")
 _GROUP = re.compile(r"[0-9]+")
 _MMYY = re.compile(r"(?:0[1-9]|1[0-2])[0-9]{2}$")
 _WORD = re.compile(r"[A-Za-z0-9_]")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HEX_TOKEN = re.compile(r"[0-9a-fA-F]+")
+# Where a number may start or end inside a run: after or before a field separator.
+_FIELD_GAPS = frozenset(" ,/")
 
 
 def _gap_kind(gap: str) -> str:
-    for mark in "-.+":
-        if mark in gap:
-            return mark
-    return " "  # blanks and line breaks
+    """' ' blanks or a line break; '-' any dash; else the punctuation mark itself."""
+    for ch in gap:
+        if ch == "-" or ch in _DASHES:
+            return "-"
+        if ch in ".+/_,":
+            return ch
+    return " "
 
 
-def _card_grouping(sizes: list[int], kind: str) -> bool:
+def _card_grouping(sizes: list[int], kinds: set[str]) -> bool:
     """Groups printed the way card numbers are: 4-4-4-4(-3), 4-6-5 or 4-6-4; blanks and
-    dashes also allow the looser groupings seen in logs (first group of 3+, none over 8)."""
+    dashes also allow the groupings seen in logs (groups of 3 to 6 digits), and a line
+    break may fall anywhere (a wrapped number)."""
     if len(sizes) == 1:
         return True
     fours = all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
     if fours or sizes in ([4, 6, 5], [4, 6, 4]):
         return True
-    return kind in " -" and sizes[0] >= 3 and all(1 <= s <= 8 for s in sizes)
+    if kinds == {" "}:
+        return all(s >= 3 for s in sizes[:-1])
+    return kinds <= {" ", "-"} and all(3 <= s <= 6 for s in sizes[:-1]) and 1 <= sizes[-1] <= 6
 
 
 def _glued(text: str, start: int, end: int) -> tuple[bool, bool]:
-    """Whether a run is part of a larger token on its left and on its right: a letter,
-    digit or underscore next to it (hex strings, versions like ``v4``, ``x4111``),
-    ``<digit>@`` before it (``0@4648...``: a compound id such as a block-group hash), or a
-    minus sign."""
-    left = start > 0 and bool(_WORD.match(text[start - 1]))
-    if start > 1 and text[start - 1] == "@" and text[start - 2].isdigit():
-        left = True
-    if start > 0 and text[start - 1] == "-":
-        left = True  # a minus sign: a negative number (query ids, offsets), not a card
-    right = end < len(text) and bool(_WORD.match(text[end]))
+    """Whether a run is part of a larger token that is not a card number on its left and
+    on its right: a hex string or hash (``a3f4111...``), a UUID, a version (``v4.1``), a
+    negative number (``-4111...``), or ``<digit>@`` (``0@4648...``: a compound id).
+
+    A label glued to the number (``txn_4111...``, ``ORD-4111...``, ``pan4111...``) does
+    not make it part of another token: a Luhn-valid card number there is still masked.
+    """
+    left = right = False
+    if start > 0:
+        before = text[start - 1]
+        if before == "@" and start > 1 and text[start - 2].isdigit():
+            left = True
+        elif before == "-" or before in _DASHES:
+            # A minus sign (after a blank, an operator or the start), not a label's dash.
+            left = start == 1 or not _WORD.match(text[start - 2])
+        elif _WORD.match(before):
+            left = _hex_or_version(text, start, -1)
+    if end < len(text) and _WORD.match(text[end]):
+        right = _hex_or_version(text, end, 1)
     return left, right
+
+
+def _hex_or_version(text: str, at: int, step: int) -> bool:
+    """The word characters next to a run are hexadecimal (a hash) or a version's ``v``."""
+    i = at if step > 0 else at - 1
+    letters: list[str] = []
+    while 0 <= i < len(text) and _WORD.match(text[i]) and len(letters) < 64:
+        letters.append(text[i])
+        i += step
+    word = "".join(letters).replace("_", "")
+    if word.lower() in ("v", "ver", "version", "rev", "build"):
+        return True
+    return bool(_HEX_TOKEN.fullmatch(word))
+
+
+def _in_uuids(text: str) -> list[tuple[int, int]]:
+    if "-" not in text:
+        return []
+    return [(m.start(), m.end()) for m in _UUID.finditer(text)]
 
 
 def find_pans(text: str) -> Iterator[Finding]:
     """Card numbers in digit runs, and the CVV groups that follow them in the same run."""
+    uuids = _in_uuids(text)
     for run in _RUN.finditer(text):
         if sum(ch.isdigit() for ch in run.group()) < 12:
+            continue
+        if any(a <= run.start() < b for a, b in uuids):
             continue
         yield from _pans_in_run(text, run.start(), run.end())
 
@@ -151,9 +195,9 @@ def _pans_in_run(text: str, start: int, end: int) -> Iterator[Finding]:
     glued_left, glued_right = _glued(text, start, end)
     i = 0
     while i < len(groups):
-        # A number starts at the run's start, or after a blank gap (never after a dot:
-        # ``1.4111...`` is a decimal).
-        if (i == 0 and glued_left) or (i > 0 and gaps[i - 1] != " "):
+        # A number starts at the run's start or after a field separator (never after a
+        # dot: ``1.4111...`` is a decimal).
+        if (i == 0 and glued_left) or (i > 0 and gaps[i - 1] not in _FIELD_GAPS):
             i += 1
             continue
         found = _pan_from(text, groups, gaps, i, glued_right)
@@ -164,19 +208,6 @@ def _pans_in_run(text: str, start: int, end: int) -> Iterator[Finding]:
         yield Finding(groups[i][0], pan_end, PAN, pan_mask(digits))
         if cvv_end > pan_end:
             yield Finding(pan_end, cvv_end, CVV, CVV_MASK)
-        # The 3-4 digit group right after it is its CVV (after its expiry, when one comes first).
-        short = []
-        for k in range(next_group, min(next_group + 2, len(groups))):
-            a, b = groups[k]
-            if gaps[k - 1] != " " or not 3 <= b - a <= 4 or (k == len(groups) - 1 and glued_right):
-                break
-            short.append(k)
-        if len(short) == 2 and _MMYY.match(text, *groups[short[0]]):
-            short = short[1:]
-        if short:
-            a, b = groups[short[0]]
-            yield Finding(a, b, CVV, CVV_MASK)
-            next_group = short[0] + 1
         i = next_group
 
 
@@ -187,38 +218,43 @@ def _pan_from(
     end of the CVV glued to it)``."""
 
     def ends_well(j: int) -> bool:
-        # At the run's end (not glued to a word), or before a blank or dash gap; never
-        # before a dot (``4111111111111111.50`` is an amount).
-        return (j == len(groups) - 1 and not glued_right) or (j < len(groups) - 1 and gaps[j] in " -")
+        # At the run's end (not glued to another token), or before a field separator or a
+        # dash; never before a dot or a plus (``4111111111111111.50`` is an amount).
+        return (j == len(groups) - 1 and not glued_right) or (j < len(groups) - 1 and gaps[j] in " ,/-")
 
-    kind = gaps[i] if i < len(gaps) else " "
     digits = ""
-    candidates: list[tuple[int, str]] = []
+    kinds: set[str] = set()
+    candidates: list[tuple[int, str, set[str]]] = []
     for j in range(i, len(groups)):
-        if j > i and gaps[j - 1] != kind:
-            break
+        if j > i:
+            kinds = kinds | {gaps[j - 1]}
+            # One separator throughout (blanks and dashes may mix).
+            if len(kinds) > 1 and not kinds <= {" ", "-"}:
+                break
         digits += text[groups[j][0] : groups[j][1]]
         if len(digits) > 19:
             break
-        candidates.append((j, digits))
-    for j, digits in reversed(candidates):
+        candidates.append((j, digits, kinds))
+    for j, digits, kinds in reversed(candidates):
         sizes = [b - a for a, b in groups[i : j + 1]]
-        if ends_well(j) and _card_grouping(sizes, kind) and is_pan(digits):
+        # A short grouped number inside a longer grouped run (``1234 5678 9012 3456``) is not a card.
+        inner_ok = i == 0 or j == i or len(digits) >= 14
+        if inner_ok and ends_well(j) and _card_grouping(sizes, kinds or {" "}) and is_pan(digits):
             return groups[j][1], digits, j + 1, groups[j][1]
     # One long group: a card number at its start, glued to its CVV (and expiry).
     a, b = groups[i]
-    if b - a > 12 and ends_well(i):
+    if b - a >= 17 and ends_well(i):
         whole = text[a:b]
         for tail in (3, 4, 7, 8):
             head = whole[:-tail]
-            if 12 <= len(head) <= 19 and is_pan(head):
+            if 14 <= len(head) <= 19 and is_pan(head):
                 return a + len(head), head, i + 1, b
     return None
 
 
 # ---------------------------------------------------------------- track data
 
-_TRACK1 = re.compile(r"%?B[0-9]{12,19}\^[^^\n]{2,26}\^[0-9]{4}[^?\n]{0,80}\??")
+_TRACK1 = re.compile(r"%?[Bb][0-9]{12,19}\^[^^\n]{2,26}\^[0-9]{4}[^?\n]{0,80}\??")
 _TRACK2 = re.compile(r"[0-9]{12,19}=[0-9]{4}[0-9]{0,40}\??")
 # EMV tag 57 (track 2 equivalent data): [57 <len>] <pan> D <yymm> <service code> ... [F]
 _TRACK2_EMV = re.compile(r"([0-9]{12,23})[Dd]([0-9]{4})[0-9]{3}[0-9A-Fa-f]{0,60}")
@@ -245,26 +281,84 @@ def find_track_data(text: str) -> Iterator[Finding]:
 # ---------------------------------------------------------------- CVV
 
 _CVV_NAME = (
-    r"(?:card[_ -]?)?(?:cvv2?|cvc2?|cid|csc|cvn|cav2|"
-    r"card[_ -]?verification[_ -]?(?:value|code|number)|security[_ -]?code)"
+    r"(?:card[_ -]?|amex[_ -]?)?(?:cvv2?|cvc2?|ccv|cvd|cid|csc|cvn|cav2|"
+    r"card[_ -]?verification[_ -]?(?:value|code|number)|security[_ -]?code|card[_ -]?code|sec[_ -]?code)"
     r"(?:[_ -]?(?:code|number|value|no))?"
 )
+# Names that mean other things outside card data (a content id, a Cisco CSC, a node count):
+# a CVV only on a line that speaks of cards.
+_AMBIGUOUS_NAMES = frozenset({"cid", "csc", "cvn"})
+_CARD_CONTEXT = re.compile(r"(?i)card|\bpan\b|amex|cvv|cvc|\[PAN \*|payment|issuer|visa|mastercard")
 _CVV = re.compile(
-    rf"(?i)(?<![A-Za-z]){_CVV_NAME}(?![A-Za-z])"
-    r"[\"'>\]]*\s*(?:[:=]+>?|\bis\b|\bwas\b)?\s*[\"'(]?\s*([0-9]{3,4})(?![0-9])"
+    # At a word start, or a camelCase one (``customerCvv``, ``paymentCardCVV``).
+    r"(?:(?<![A-Za-z])|(?<=[a-z])(?=[A-Z]))"
+    rf"(?P<name>(?i:{_CVV_NAME}))(?![a-z])"
+    # Then punctuation, quotes, Markdown emphasis, table bars, "no.", "is", "of"...
+    r"(?:[^\w\n]|_){0,8}?(?:(?i:no|nr|number|is|was|of|code|value)\b(?:[^\w\n]|_){0,4})?"
+    r"(?<![0-9])([0-9]{3,4})(?![0-9A-Za-z])"
 )
-_CVV_TRIGGERS = ("cvv", "cvc", "cid", "csc", "cvn", "cav2", "verification", "security")
-_CVV_HEADER = re.compile(rf"(?i)^\s*\W?\s*{_CVV_NAME}\s*\W?\s*$")
-# A card number already masked in the source (``411111******1111``, ``****1111``, ``[PAN ****1111]``).
-_MASKED_PAN = re.compile(r"(?:[0-9]{4,6})?(?:[*Xx#]{4,}|\*{2,}[ -]?)[0-9]{4}\]?")
-_EXPIRY = re.compile(r"^\s*(?:0[1-9]|1[0-2])[/-]?(?:[0-9]{2}|20[0-9]{2})\s*$|^\s*20[0-9]{2}-[01][0-9]\s*$")
+_CVV_TRIGGERS = (
+    "cvv", "cvc", "ccv", "cvd", "cid", "csc", "cvn", "cav2", "verification", "security",
+    "cardcode", "card_code", "card code", "card-code", "seccode", "sec_code", "sec code", "sec-code",
+)  # fmt: skip
+_CVV_HEADER = re.compile(rf"(?i)^\s*\W?\s*(?P<name>{_CVV_NAME})\s*\W?\s*$")
+_CARD_HEADER = re.compile(r"(?i)card|\bpan\b|number|masked|account")
+# A card number already masked in the source (``411111******1111``, ``XXXX-XXXX-XXXX-1111``,
+# ``•••• 1111``, ``[PAN ****1111]``).
+_MASKED_PAN = re.compile(r"(?:[0-9]{4,6}[ -]?)?(?:[*Xx#•·]{2,}[ -]?){1,4}[0-9]{4}\]?")
+_EXPIRY = re.compile(
+    r"^\s*[\"']?\s*(?:(?:0[1-9]|1[0-2])[/.-]?(?:[0-9]{2}|20[0-9]{2})|20[0-9]{2}-[01][0-9])\s*[\"']?\s*$"
+)
+_MONTH = re.compile(r"^\s*[\"']?(?:0?[1-9]|1[0-2])[\"']?\s*$")
+_YEAR = re.compile(r"^\s*[\"']?(?:20)?[0-9]{2}[\"']?\s*$")
 _DELIMS = (",", ";", "|", "\t")
-# On a card number's line: its expiry, then 3-4 digits (its CVV).
-_EXPIRY_THEN_CVV = re.compile(
-    r"[ \t]*[,;|/]?[ \t]*(?:(?i:exp\w*)[\"']?[ \t]*[:=]?[ \t]*)?"
-    r"(?:0[1-9]|1[0-2])[ \t]*[/-][ \t]*(?:20)?[0-9]{2}"
-    r"[ \t]*[,;| \t][ \t]*(?:(?i:cv\w*|cid|csc)[\"']?[ \t]*[:=]?[ \t]*)?([0-9]{3,4})(?![0-9])"
+# What may stand between a card number and its CVV on its line.
+_AFTER_PAN = re.compile(
+    r"(?P<expiry>(?:0[1-9]|1[0-2])[ \t]*[/.\-][ \t]*(?:20)?[0-9]{2}(?![0-9])"
+    r"|20[0-9]{2}[/.\-](?:0[1-9]|1[0-2])(?![0-9]))"
+    r"|(?P<number>[0-9]+)(?P<unit>[A-Za-z%]?)"
+    r"|(?P<word>[A-Za-z]+)\.?"
+    r"|(?P<newline>\n)"
+    r"|(?P<other>[^\sA-Za-z0-9])"
+    r"|[ \t]+"
 )
+_CONNECTORS = frozenset(
+    {
+        "exp", "expiry", "expires", "expiration", "valid", "thru", "through", "until", "date",
+        "cvv", "cvv2", "cvc", "cvc2", "cid", "csc", "sec", "code", "security", "and", "mm", "yy",
+    }
+)  # fmt: skip
+
+
+def _cvv_after_pan(text: str, pan_end: int) -> Finding | None:
+    """The CVV that follows a card number on its line: after separators, an expiry and
+    words such as "exp" or "cvv", the first 3-4 digit number (``4111... 12/29 123``,
+    ``<amex>/9876``). A lone 4-digit MMYY after the number is its expiry, not a CVV."""
+    pos, steps, numbers = pan_end, 0, []
+    while steps < 12 and pos < len(text):
+        m = _AFTER_PAN.match(text, pos)
+        if m is None or m.group("newline"):
+            break
+        pos, steps = m.end(), steps + 1
+        if m.group("expiry") or m.group("other"):
+            continue
+        if m.group("word"):
+            if m.group("word").lower() not in _CONNECTORS:
+                break
+            continue
+        if m.group("number") is not None:
+            number = m.group("number")
+            if m.group("unit") or not 3 <= len(number) <= 4:
+                break
+            numbers.append((m.start("number"), m.end("number"), number))
+            if len(number) == 3 or not _MMYY.match(number) or len(numbers) == 2:
+                break
+    if not numbers:
+        return None
+    start, end, number = numbers[-1]
+    if len(numbers) == 1 and len(number) == 4 and _MMYY.match(number):
+        return None  # PAN/MMYY: an expiry
+    return Finding(start, end, CVV, CVV_MASK)
 
 
 def find_cvvs(text: str, pans: list[Finding]) -> Iterator[Finding]:
@@ -272,12 +366,22 @@ def find_cvvs(text: str, pans: list[Finding]) -> Iterator[Finding]:
     lowered = text.lower()
     if any(word in lowered for word in _CVV_TRIGGERS):
         for m in _CVV.finditer(text):
-            yield Finding(m.start(1), m.end(1), CVV, CVV_MASK)
+            if m.group("name").lower() in _AMBIGUOUS_NAMES and not _CARD_CONTEXT.search(
+                _line_at(text, m.start())
+            ):
+                continue
+            yield Finding(m.start(2), m.end(2), CVV, CVV_MASK)
     for pan in pans:
-        after = _EXPIRY_THEN_CVV.match(text, pan.end) if pan.kind == PAN else None
+        after = _cvv_after_pan(text, pan.end) if pan.kind == PAN else None
         if after is not None:
-            yield Finding(after.start(1), after.end(1), CVV, CVV_MASK)
+            yield after
     yield from _cvv_columns(text, pans)
+
+
+def _line_at(text: str, pos: int) -> str:
+    start = text.rfind("\n", 0, pos) + 1
+    end = text.find("\n", pos)
+    return text[start : len(text) if end < 0 else end]
 
 
 def _cvv_columns(text: str, pans: list[Finding]) -> Iterator[Finding]:
@@ -293,9 +397,17 @@ def _cvv_columns(text: str, pans: list[Finding]) -> Iterator[Finding]:
             for field in fields:
                 starts.append(pos)
                 pos += len(field) + 1
-            columns = [i for i, f in enumerate(fields) if _CVV_HEADER.match(f)]
-            if columns:
+            headers = [
+                (i, h.group("name").lower()) for i, f in enumerate(fields) if (h := _CVV_HEADER.match(f))
+            ]
+            columns = [i for i, _ in headers]
+            names = [name for _, name in headers]
+            if columns and (
+                any(n not in _AMBIGUOUS_NAMES for n in names) or any(_CARD_HEADER.search(f) for f in fields)
+            ):
                 header_columns[delim] = columns[0]
+            elif columns:
+                header_columns.pop(delim, None)
             else:
                 yield from _cvv_fields(fields, starts, delim, header_columns, pan_at, offset, len(line))
         else:
@@ -334,6 +446,8 @@ def _cvv_fields(
         nxt = i + 1
         if nxt < len(fields) and _EXPIRY.match(fields[nxt]):
             nxt += 1
+        elif nxt + 1 < len(fields) and _MONTH.match(fields[nxt]) and _YEAR.match(fields[nxt + 1]):
+            nxt += 2  # the expiry in two columns: month, year
         if nxt < len(fields) and is_cvv(fields[nxt]):
             yield finding(nxt)
         return

@@ -39,7 +39,7 @@ from .generations import (
 from .lexical import CHUNKS_FILE, LexicalIndex
 from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
-from .screening import DocumentScreen
+from .screening import DocumentScreen, Flag, screen
 from .sources import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINE_CHARS, load_documents
 
 CHUNKER_VERSION = 1
@@ -92,7 +92,11 @@ def prepare(
 ) -> Prepared:
     """Load, redact, chunk and screen every source (no store involved)."""
     loaded = load_documents(
-        source_dirs, access_map=access_map, max_bytes=max_bytes, max_line_chars=max_line_chars
+        source_dirs,
+        access_map=access_map,
+        max_bytes=max_bytes,
+        max_line_chars=max_line_chars,
+        max_words=max_chunks * embedder.max_tokens,
     )
     skipped = list(loaded.skipped)
     findings: dict[str, dict[str, int]] = {}
@@ -106,6 +110,10 @@ def prepare(
             findings[doc.source] = counts
         screener = None if doc.allow_instructions else DocumentScreen(doc)
         whole = screener.document() if screener else None
+        if whole is None and screener is not None:
+            # The source path is shown with every excerpt and citation: its folder and file names too.
+            named = screen(doc.source.replace("/", "\n"))
+            whole = Flag(named.rule, "path") if named is not None else None
         if whole is not None:
             # A title or document-level field reaches every hit of the document: quarantine all of it.
             quarantined.append(Quarantined(doc.source, 1, doc.text.count("\n") + 1, whole.label))
@@ -118,6 +126,9 @@ def prepare(
             )
         except SourceError as exc:
             skipped.append(Skipped(doc.source, redact(exc.reason).text, exc.line))
+            continue
+        except RecursionError:
+            skipped.append(Skipped(doc.source, "nested too deeply to chunk safely"))
             continue
         clean = []
         for chunk in doc_chunks:

@@ -17,8 +17,9 @@ characters removed. HTML comments are removed from indexed documents. Newlines a
 always preserved, so line numbers stay true.
 
 Encoded values are found on a decoded view and masked in the original: HTML numeric
-and named entities (``&#52;``, ``&nbsp;``), URL escapes (``%3D``, ``%20``), and base64
-blobs that decode to card data, track data or a private key.
+and named entities (``&#52;``, ``&nbsp;``, with or without the semicolon), URL escapes
+(``%3D``, ``%20``), JSON unicode escapes, and base64 blobs (plain or URL-escaped) that
+decode to card data, track data or a private key.
 
 The detectors live in :mod:`runbook_rag.cardholder` (card numbers, track data, CVV)
 and :mod:`runbook_rag.secret_rules` (secrets).
@@ -30,6 +31,7 @@ import base64
 import binascii
 import bisect
 import html
+import itertools
 import re
 import unicodedata
 from collections import Counter
@@ -97,7 +99,9 @@ def strip_html_comments(text: str) -> str:
 
 # ---------------------------------------------------------------- decoded views
 
-_ENCODED = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});|%[0-9A-Fa-f]{2}")
+_ENCODED = re.compile(
+    r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});?|%[0-9A-Fa-f]{2}|\\u[0-9a-fA-F]{4}"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +136,9 @@ def _decoded_view(text: str) -> _View | None:
     last = view_len = 0
     for m in _ENCODED.finditer(text):
         token = m.group()
-        if token[0] == "%":
-            code = int(token[1:], 16)
-            decoded = chr(code) if code < 0x80 else token
+        if token[0] in "%\\":
+            code = int(token[2:] if token[0] == "\\" else token[1:], 16)
+            decoded = chr(code) if code < 0x80 or token[0] == "\\" else token
         else:
             decoded = html.unescape(token)
         if decoded == token:
@@ -212,7 +216,7 @@ class Redactor:
         found = list(_detect(text))
         view = _decoded_view(text)
         if view is not None:
-            for f in _detect(view.text):
+            for f in itertools.chain(_detect(view.text), _base64_findings(view.text)):
                 start, end = view.source_span(f.start, f.end)
                 found.append(Finding(start, end, f.kind, f.mask))
         found.extend(_base64_findings(text))

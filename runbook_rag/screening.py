@@ -75,7 +75,23 @@ def _fold_table() -> dict[int, str | None]:
     for code in (*range(0x80, 0x10000), *range(0xE0000, 0xE0080), *range(0xE0100, 0xE01F0)):
         if unicodedata.category(chr(code)) in ("Mn", "Me", "Cf"):
             table[code] = None  # accents after NFKD, zero-width, bidi and tag characters
+    # Neither NFKD nor the confusables table reads small capitals ("ɪɢɴᴏʀᴇ") or negative
+    # circled, negative squared and regional-indicator letters ("🅘🅖🅝🅞🅡🅔") as Latin.
+    table.update({ord(char): latin for char, latin in _SMALL_CAPITALS.items()})
+    for first in (0x1F130, 0x1F150, 0x1F170, 0x1F1E6):
+        table.update({first + n: chr(ord("A") + n) for n in range(26)})
     return table
+
+
+_SMALL_CAPITALS = dict(
+    zip(
+        "\u1d00\u1d01\u1d03\u1d04\u1d05\u1d06\u1d07\u1d08\u1d09\u1d0a\u1d0b\u1d0c\u1d0d\u1d0e\u1d0f"
+        "\u1d10\u1d11\u1d18\u1d19\u1d1a\u1d1b\u1d1c\u1d1d\u1d20\u1d21\u1d22\u1d29"
+        "\u0262\u0274\u0280\u0281\u029f\u026a\u028f\u029c\u0299\u0274\ua730\ua731\ua7af\u01eb",
+        "aabcddeeijklmnoooprrtuuvwzpgnrrliyhbnfsqq",
+        strict=True,
+    )
+)
 
 
 def fold(text: str) -> str:
@@ -94,7 +110,11 @@ _HTML_TAG_NAME = re.compile(
     r"|strong|sub|summary|sup|table|tbody|td|th|thead|tr|tt|u|ul|var|wbr)(?=[\s/>])",
     re.I,
 )
-_LINK_TARGET = re.compile(r"\]\(\s*<?[^\s)>]*>?")
+_TAGS_IN_WORD = re.compile(
+    r"(?<=[a-z0-9])(?:</?(?:a|abbr|b|big|cite|code|del|em|font|i|ins|kbd|mark|q|s|samp|small|span|strike"
+    r"|strong|sub|sup|tt|u|var|wbr)\b[^<>]{0,200}>)++(?=[a-z0-9])"
+)
+_LINK_TARGET = re.compile(r"\]\(\s*+<?[^\s)>\]]*+>?")
 _PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _INNER_MARKUP = re.compile(r"(?<=[a-z])[*~`]+(?=[a-z])")
 _SEPARATORS = re.compile(r"[^0-9a-z.,!?;:\n]+")
@@ -113,6 +133,11 @@ def _words(folded: str) -> str:
         text = _PERCENT.sub(lambda m: unquote(m.group()), text)
     text = text.lower()
     if "<" in text:
+        # "ig<b>no</b>re" is one word: inline tags inside a word are cut out, and their
+        # attributes (which may carry text of their own) read after the passage.
+        cut = _TAGS_IN_WORD.findall(text)
+        if cut:
+            text = _TAGS_IN_WORD.sub("", text) + "\n" + " ".join(cut)
         text = _HTML_TAG_NAME.sub(" ", text)
     if "](" in text:
         text = _LINK_TARGET.sub("] ", text)
@@ -127,38 +152,71 @@ def _words(folded: str) -> str:
 
 # -- rules --------------------------------------------------------------------------
 
-# Lines that open a fake chat turn. "System:" is also a field label a runbook may use
-# ("System: payments-db"), so a title-case or lower-case one counts only when what
-# follows addresses a model; the all-caps, heading, tag and bracket forms always count.
+# Lines that open a fake chat turn. "System:", "Assistant:", "<system>" and "[system]"
+# are also field labels, XML and INI a runbook may show ("SYSTEM: PROD-EU-1",
+# "Assistant: Jane Doe", "[system]\nlog_level = info"), so a marker counts only when what
+# follows it (on its line, or on the next non-empty line when it stands alone) addresses a
+# model. Every quantifier is atomic, possessive or bounded: a run of "*" or "#" must not
+# make a line cost more than one pass.
+_MARKER = re.compile(
+    r"^(?>[ \t>*+-]*)"
+    r"(?P<open>(?>#{1,6})?[ \t]*+(?>[*_]*)|</?|\[/?)"
+    r"(?P<role>(?i:system(?:[ \t]++(?:message|prompt))?|assistant|developer|human|instructions?|sys))"
+    r"(?P<close>(?>[*_]*)[ \t]*+:|\b[^<>\n]{0,40}>|\](?!\(|\[|:[ \t]*+(?:<|[a-z][a-z0-9+.-]*:|/|#|\.|$))"
+    r"[ \t]*+:?)"
+    r"[ \t*_]*+(?P<rest>[^\n]*)",
+    re.M,
+)
+_NEXT_LINE = re.compile(r"(?:[ \t>]*+\n)++[ \t>*_]*+([^\n]*)")
+# What a model is told, at the start of what follows a marker. "Your payments database
+# cluster" is a field value; "your task", "your instructions" address a model.
+_ADDRESSES_MODEL = re.compile(
+    r"(?:please[ \t,]+|now[ \t,]+|from now on[ \t,]+|important[ \t:,]+)?(?:"
+    r"you\b|you're\b|your[ \t]+(?:new|real|actual|true|only|task|job|goal|role|purpose|mission|instructions"
+    r"|rules|answers?|responses?|replies|output|prompt|system prompt|programming)\b"
+    r"|(?:ignore|disregard|forget|always|never|must|do not|don't|dont|respond|reply|answer|tell|say|output"
+    r"|print|reveal|act|pretend|obey|follow|approve|deny|grant|skip|disable|enable|delete|send|be|stop|refuse"
+    r"|recommend|execute|write|repeat|treat|assume|remember|override|bypass|comply|from now on"
+    r"|new instructions|the assistant|the ai|the model|as an ai)\b"
+    # an assistant turn a fake transcript puts in the model's mouth
+    r"|(?:sure|certainly|of course|absolutely|understood|okay|ok|yes)\b[ \t]*[,.!:]"
+    r"|(?:here is|here's|i will|i'll|i am|i'm|i have|i've|i cannot|i can't|as an ai)\b"
+    r")",
+    re.I,
+)
+
 _LINE_RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (
-        "role marker",
-        re.compile(
-            r"^[ \t>*+-]*(?:"
-            r"#{1,6}[ \t]*[*_]*(?i:system|assistant|developer)[*_]*[ \t]*:"
-            r"|[*_]*(?:SYSTEM|ASSISTANT|DEVELOPER)[*_]*[ \t]*:"
-            r"|#{1,6}[ \t]*[*_]*(?i:instruction|human)[*_]*[ \t]*:[ \t]*$"
-            r"|[*_]*(?i:assistant|human)[*_]*[ \t]*:[ \t]*\S"
-            r"|[*_]*(?i:system|developer)[*_]*[ \t]*:[ \t]*(?:\n[ \t>]*)?"
-            r"(?i:you\b|ignore\b|disregard\b|forget\b|from now on\b|always\b|never\b|do not\b"
-            r"|don't\b|new instructions\b|the assistant\b|the ai\b|act as\b|pretend\b|override\b|reveal\b"
-            r"|respond\b|reply\b|answer\b)"
-            r"|</?(?i:system|assistant|developer|sys)\b[^>\n]{0,40}>"
-            r"|\[/?(?i:system|assistant|developer|sys)\](?![(\[])(?!:[ \t]*(?:<|[a-z][a-z0-9+.-]*:|/|#|\.|$))"
-            r")"
-            r"|\"role\"\s*:\s*\"(?i:system|assistant|developer)\"",
-            re.M,
-        ),
-    ),
+    ("role marker", re.compile(r"\"role\"\s*+:\s*+\"(?i:system|assistant|developer)\"")),
     (
         "chat template token",
         re.compile(
-            r"<\|\s*[A-Za-z_][A-Za-z0-9_ ]{1,40}\|>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>"
-            r"|<\|?(?:begin|end)_of_text\|?>",
+            r"<\|[ \t]*+[A-Za-z_][A-Za-z0-9_ ]{1,40}\|>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>"
+            r"|<\|?(?:begin|end)_of_text\|?>|</(?:instructions|system_prompt|prompt|user_instructions)>",
             re.I,
         ),
     ),
 )
+
+
+def _role_marker(folded: str) -> bool:
+    """A chat-turn marker followed by text that addresses a model."""
+    for match in _MARKER.finditer(folded):
+        opened, role, closed = match.group("open"), match.group("role").lower(), match.group("close")
+        if (opened[:1] == "<") != closed.endswith(">") or (opened[:1] == "[") != closed.startswith("]"):
+            continue
+        rest = match.group("rest")
+        # "Instructions: follow the steps below" is prose; "### Instruction:" alone is a template.
+        if role.startswith("instruction") and not (opened.startswith("#") and not rest.strip()):
+            continue
+        if not rest.strip():
+            following = _NEXT_LINE.match(folded, match.end())
+            if following is None:
+                continue
+            rest = following.group(1)
+        if _ADDRESSES_MODEL.match(rest.lstrip(" \t*_\"'`(")):
+            return True
+    return False
+
 
 _PHRASE_RULES = tuple(
     (name, re.compile(pattern, re.M), anchors, reach) for name, pattern, anchors, reach in _phrases.RULES
@@ -201,11 +259,13 @@ def _windows(words: str, tokens: frozenset[str], reach: tuple[int, int]) -> list
 
 # -- images -------------------------------------------------------------------------
 
-_INLINE_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^\s)>]*)")
-_REFERENCE_IMAGE = re.compile(r"!\[([^\]]*)\](?:\[([^\]]*)\])?(?![(:])")
-_DEFINITION = re.compile(r"^[ \t]{0,3}(?:>[ \t]*)*\[([^\]]+)\]:[ \t]*<?([^\s>]+)", re.M)
+# Alt text, labels and tags stop at the next "[" or "<": otherwise each of a long run of
+# "![" (or "<img") would scan to the end of the text, and screening would be quadratic.
+_INLINE_IMAGE = re.compile(r"!\[[^\[\]]*+\]\(\s*+<?([^\s)>]*+)")
+_REFERENCE_IMAGE = re.compile(r"!\[([^\[\]]*+)\](?:\[([^\[\]]*+)\])?(?![(:])")
+_DEFINITION = re.compile(r"^[ \t]{0,3}(?:>[ \t]*+)*+\[([^\[\]\n]++)\]:[ \t]*+<?([^\s>]++)", re.M)
 _HTML_MEDIA = re.compile(
-    r"<(?:img|image|source|picture|video|audio|iframe|frame|embed|object|script|input|track|link)\b[^>]*>",
+    r"<(?:img|image|source|picture|video|audio|iframe|frame|embed|object|script|input|track|link)\b[^<>]*+>",
     re.I,
 )
 _MEDIA_URL = re.compile(
@@ -238,8 +298,9 @@ def exfiltrating(url: str) -> bool:
     if not _ABSOLUTE.match(url):
         return False
     url = url.split("#", 1)[0]  # a fragment never leaves the browser
-    if "?" in url and url.split("?", 1)[1].strip():
-        return True
+    url, _, query = url.partition("?")
+    if query.strip() and (url.startswith(("//", "\\\\")) or _data_in_query(query)):
+        return True  # protocol-relative images are not how runbooks embed dashboards
     rest = re.sub(r"^(?:[a-z][a-z0-9+.-]*:)?[/\\]*", "", url, flags=re.I)
     path = rest.partition("/")[2]
     if (
@@ -258,6 +319,59 @@ def exfiltrating(url: str) -> bool:
             ):
                 return True
     return False
+
+
+# Dashboard and badge parameters (Grafana, shields.io...): a query of these alone,
+# with short plain values, is how runbooks embed a panel, not how they leak data.
+_PLAIN_KEYS = frozenset(
+    re.findall(
+        r"\S+",
+        """orgid from to refresh viewpanel panelid kiosk theme style logo logocolor label color colorb
+        labelcolor branch width height w h size v ver version format fmt tz timezone title job service
+        env cluster namespace instance datasource interval period range scale dpi zoom lang locale sort""",
+    )
+)
+_DATA_KEYS = re.compile(
+    r"^(?:d|q|c|u|m|p|x|data|query|secret|token|key|apikey|api_key|password|passwd|pwd|pass|leak|exfil"
+    r"|msg|message|content|text|prompt|chat|conversation|history|session|cookie|auth|payload|info|user"
+    r"|email|body|input|context|s)$",
+    re.I,
+)
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:,+-]{0,24}")
+_HEXISH = re.compile(r"[0-9a-fA-F]{16,}")
+
+
+def _data_in_query(query: str) -> bool:
+    """True for a query string that looks like it carries data: a data-like key, a
+    template or encoded text, a token-like value, or a long query of unknown keys."""
+    if any(mark in query for mark in "{}$<>") or len(re.findall("%[0-9A-Fa-f]{2}", query)) >= 2:
+        return True
+    unknown = False
+    for pair in query.split("&"):
+        key, eq, value = pair.strip().partition("=")
+        if not key and not eq:
+            continue
+        name = key.lower()
+        plain = name in _PLAIN_KEYS or name.startswith("var-")
+        if not eq:  # "?kiosk" is a switch; "?SECRET" a bare value
+            if not plain:
+                return True
+            continue
+        if _DATA_KEYS.match(key):
+            return True
+        if not _PLAIN_VALUE.fullmatch(value) or _HEXISH.search(value) or _mixed_token(value):
+            return True
+        unknown = unknown or not plain
+    return unknown and len(query) > 60
+
+
+def _mixed_token(value: str) -> bool:
+    return (
+        len(value) >= 12
+        and any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+        and any(c.isdigit() for c in value)
+    )
 
 
 def _image_urls(folded: str, refs: Mapping[str, str]) -> list[str]:
@@ -289,6 +403,8 @@ def screen(text: str, *, references: Mapping[str, str] | None = None) -> Flag | 
     rule = _phrase_rule(_words(folded))
     if rule is not None:
         return Flag(rule)
+    if _role_marker(folded):
+        return Flag("role marker")
     for name, pattern in _LINE_RULES:
         if pattern.search(folded):
             return Flag(name)
@@ -335,8 +451,12 @@ class DocumentScreen:
         """A flag on the chunk's heading path (its whole section) or its body."""
         for heading in chunk.heading_path:
             if heading not in self._headings:
-                # As a heading line, so "### System:" reads as the role marker it is.
-                self._headings[heading] = screen(f"# {heading}")
+                # As a heading line, so "### System:" reads as the role marker it is; a
+                # marker standing alone is judged by the text under it (the first chunk seen).
+                flag = screen(f"# {heading}")
+                if flag is None and _role_marker(fold(f"# {heading}\n{chunk.text}")):
+                    flag = Flag("role marker")
+                self._headings[heading] = flag
             flag = self._headings[heading]
             if flag is not None:
                 return Flag(flag.rule, "heading")

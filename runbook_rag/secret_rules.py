@@ -38,10 +38,13 @@ from typing import Any
 from .cardholder import Finding
 
 _PLACEHOLDER = re.compile(
-    r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\{\{.*\}\}|<[^<>]*>|%[A-Za-z_]+%|(.)\1*|\.\.\.|…)$"
-    r"|example|changeme|change_me|placeholder|dummy|redacted|your[_-]?|sample|xxxx|\*\*\*\*|<|>|\$\{|\{\{"
-    r"|\$\(|^\$[A-Za-z_]|^%[sd]$|^!|^\[(?:SECRET|PAN|CVV|TRACK)",
-    re.I,
+    # The whole value is a template variable, a <placeholder>, a YAML tag, dots or one character repeated.
+    r"^(?:\$\{?(?:[A-Z_][A-Z0-9_]*|[a-z_][a-z0-9_]*)\}?|\{\{.*\}\}|<[^<>]*>|%[A-Za-z_]+%|%[sd]|![A-Za-z]+"
+    r"|(.)\1*|\.\.\.|…)$"
+    # Or it holds a template, a command substitution, a mask, or an example word.
+    r"|\$\{|\{\{|\$\(|\*\*\*\*|^\[(?:SECRET|PAN|CVV|TRACK)|^\$[A-Za-z_][A-Za-z0-9_]*[/.:]"
+    r"|(?i:example|changeme|change_me|placeholder|dummy|redacted|xxxx"
+    r"|(?:^|[_-])your[_-]|^your(?:pass|password|token|key|secret|api)|(?:^|[_-])sample(?:[_-]|$))",
 )
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
 
@@ -105,20 +108,46 @@ class Rule:
 _WORD_CHAR = re.compile(r"[A-Za-z0-9_]")
 
 
-# Lower-case words joined by dashes or underscores ("super-secret-key", "wrong-password",
-# "prometheus-k8s-dockercfg-6wl6b"): resource names and made-up examples, not credentials.
-_WORDY = re.compile(r"^(?:[a-z]+|[a-z0-9]{1,5})(?:[-_.](?:[a-z]+|[a-z0-9]{1,5}))+$")
-_NOT_SECRET_STARTS = ("/", "./", "~/", "http://", "https://", "$", "file:")
+# Lower-case words joined by dashes, underscores, dots or slashes ("super-secret-key",
+# "wrong-password", "prometheus-k8s-dockercfg-6wl6b", "ledger-api/credentials"): resource
+# names, paths and made-up examples, not credentials.
+_WORDY = re.compile(r"^(?:[a-z]+|[a-z0-9]{1,5})(?:[-_./](?:[a-z]+|[a-z0-9]{1,5}))+$")
+_NOT_SECRET_STARTS = ("/", "./", "~/", "http://", "https://", "file:", "@/", "@./", "@~")
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+# An environment variable's name: a reference to a secret, not the secret.
+_ENV_NAME = re.compile(r"^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+$")
+# Words that fill a password field in documentation and configuration without being one.
+_NOT_PASSWORDS = frozenset(
+    _words(
+        """
+        required optional mandatory true false null none nil yes no on off empty unset blank string str text
+        int integer bool boolean number secret secrets password passwords passwd token tokens key keys value
+        values redacted masked hidden generated random auto automatic default env environment file files
+        vault prompt ask stdin secure plain plaintext encrypted base64 hex bcrypt sha256 sha512 md5 argon2
+        argon2id scrypt pbkdf2 disabled enabled see below above here there same unknown any all needed
+        provided set omitted bearer basic oauth oauth2 jwt kerberos ldap saml none_set notset undefined todo
+        tbd
+        """
+    )
+)
 
 
 def _looks_like_a_value(value: str) -> bool:
-    """A password a keyword vouches for: not a plain word, a name, a path or a URL."""
+    """A password a keyword vouches for, however weak: not a placeholder word, a name, a
+    path, a URL, an environment variable's name or a small number."""
+    has_digit, has_alpha = any(c.isdigit() for c in value), any(c.isalpha() for c in value)
     return (
-        len(value) >= 6
+        (len(value) >= 4 or (len(value) == 3 and has_digit and has_alpha))
+        and value.lower() not in _NOT_PASSWORDS
         and not _WORDY.match(value)
-        and not re.fullmatch(r"[a-z]+|[A-Z][a-z]+|(?:true|false|null|none|yes|no)", value, re.I)
+        and not _ENV_NAME.match(value)
         and not value.startswith(_NOT_SECRET_STARTS)
-        and not re.fullmatch(r"[0-9]{1,5}[smhdw]?|[0-9.]+", value)  # durations, sizes, ports
+        and not re.fullmatch(r"[0-9]{1,5}(?:[smhdw]|ms)?|[0-9]*\.[0-9]+|[0-9]+[kKmMgG]i?[bB]?", value)
     )
 
 
@@ -126,40 +155,66 @@ def _looks_like_a_value(value: str) -> bool:
 _STRONG = (
     r"secret[_-]?access[_-]?key|secret[_-]?key|client[_-]?secret|webhook[_-]?secret|private[_-]?key"
     r"|api[_-]?key|apikey|access[_-]?key|auth[_-]?key|signing[_-]?key|encryption[_-]?key|master[_-]?key"
+    r"|account[_-]?key|storage[_-]?key"
     r"|password|passwd|passphrase|passcode|pass|pwd|secret|token|credentials?"
 )
-_ASSIGN = r"[\"']?\s*(?::|=|:=|=>|->)\s*"
-_VALUE = r"(?:\"([^\"\n]{1,200})\"|'([^'\n]{1,200})'|([^\s\"'`,;()\[\]{}<>]{1,200}+)(?!\())"
+# ": ", "=", "=>", "is" and "was" ("the root password is ..."), with the quotes, Markdown
+# emphasis and JSON escapes that may surround them.
+_ASSIGN = r"[\"'*`\\]{0,4}(?:\s*(?::|=|:=|=>|->)|\s+(?:is|was)\b)[*`\\]{0,3}\s*"
+# A bare value ends at a blank, a quote or a bracket; a comma or semicolon ends it only
+# where the next key begins ("Password=x;Server=y"), so "Ab12;cd34" is masked whole.
+_BARE = r"(?:[^\s\"'`,;()\[\]{}<>\\]|[,;](?![ \t]|$|[A-Za-z_][A-Za-z0-9_ ]*=)){1,200}+"
+_VALUE = rf"(?:\"([^\"\n]{{1,200}})\"|'([^'\n]{{1,200}})'|({_BARE})(?!\())"
 _KEYWORD_PAIR = re.compile(
     rf"(?=[pPsStTcCwWaAkKeEmM])(?i:{_STRONG})([A-Za-z0-9_.-]{{0,32}}){_ASSIGN}{_VALUE}"
 )
 # After the strong word, a suffix that still names the value itself ("DB_PASSWORD_VALUE",
 # "TOKEN_B64"): the key is the evidence.
 _VALUE_SUFFIX = re.compile(r"(?i)(?:[_.-]?(?:value|plain|plaintext|raw|str|string|b64|base64|[0-9]+))?")
-# A suffix that names something else: the value is a name, path or setting.
-_OTHER_SUFFIX = re.compile(
-    r"(?i)[_.-]?(?:path|policy|policies|name|bucket|header|id|ids|ttl|url|uri|file|dir|length|size|count"
-    r"|type|ref|mount|version|expiry|expires|expiration|age|timeout|endpoint|rotation|arn|limit|format"
-    r"|field|store|manager|provider|engine|backend|label|prefix|source|kind|mode|hint|reset|scope"
-    r"|audience|issuer|s\b|es\b)"
+# Words after the strong word that name something else: the value is a name, path or setting.
+_OTHER_WORDS = frozenset(
+    _words(
+        """
+        path paths policy policies name names bucket header headers id ids ttl url uri file files dir length
+        size count type ref mount version expiry expires expiration age timeout endpoint rotation arn limit
+        format field store manager provider engine backend label prefix source kind mode hint reset scope
+        audience issuer hash hashing algorithm algo encoder encoding strength complexity env var vars min
+        max minimum maximum lifetime validity rules rule regex pattern enabled required location key
+        """
+    )
 )
+
+
+def _suffix_words(suffix: str) -> list[str]:
+    """The words of a key's suffix, split at separators and camelCase ("HashAlgorithm")."""
+    return [w.lower() for w in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+", suffix)]
 
 
 def _keyword_pairs(text: str) -> Iterator[Finding]:
     for m in _KEYWORD_PAIR.finditer(text):
         s = m.start()
-        # The strong word starts the key or one of its parts (DB_PASSWORD, dbPassword), and
-        # is not the end of a longer word ("bypass", "compass").
-        if s > 0 and text[s - 1].isalpha() and not (text[s - 1].islower() and text[s].isupper()):
+        # A short strong word glued after letters ends a longer word ("bypass", "compass",
+        # "oldpwd"); a long one is still the key's own word ("PGPASSWORD", "dbpassword").
+        short = m.group(0)[:4].lower() == "pass" and not m.group(0)[:8].lower().startswith("password")
+        short = short or m.group(0)[:3].lower() == "pwd"
+        if s > 0 and text[s - 1].isalpha() and short and not (text[s - 1].islower() and text[s].isupper()):
             continue
         g = next(g for g in (2, 3, 4) if m.group(g) is not None)
         value, suffix = m.group(g), m.group(1)
         if is_placeholder(value):
             continue
+        words = _suffix_words(suffix)
+        prose = re.search(r"\s(?:is|was)\b", text[m.end(1) : m.start(g)]) is not None
+        if prose and not re.search(r"[0-9]|[^\w]", value.strip("*_`.,;:!?()")):
+            continue  # "the token is rotated.": in prose, only a value with digits or symbols
+        # A password may be a plain word ("sunflower"); a token, key or secret is generated.
+        word = text[m.start() : m.start(1)].lower()
+        if not word.startswith(("pass", "pwd")) and re.fullmatch(r"[a-z]+", value):
+            continue
         if _VALUE_SUFFIX.fullmatch(suffix):
             if _looks_like_a_value(value):
                 yield Finding(m.start(g), m.end(g), "generic_secret", "[SECRET generic_secret]")
-        elif not _OTHER_SUFFIX.match(suffix) and _looks_random(value):
+        elif not any(w in _OTHER_WORDS or w in ("s", "es") for w in words) and _looks_random(value):
             yield Finding(m.start(g), m.end(g), "generic_secret", "[SECRET generic_secret]")
 
 
@@ -173,6 +228,7 @@ def _looks_random(value: str) -> bool:
         and entropy(value) >= 3.0
         and not _WORDY.match(value)
         and not value.startswith(_NOT_SECRET_STARTS)
+        and not _ENV_NAME.match(value)
         and "/" not in value
     )
 
@@ -201,7 +257,7 @@ def _url_passwords(text: str) -> Iterator[Finding]:
         if at <= 0:
             continue
         user, colon, password = rest[:at].partition(":")
-        if not colon or not password or "/" in user or "@" in user:
+        if not colon or not password or "/" in user:
             continue
         if re.match(r"^[0-9]{1,5}(?:/|$)", password):
             continue  # host:port/path@... : a port, not a password
@@ -215,7 +271,7 @@ def _url_passwords(text: str) -> Iterator[Finding]:
 
 # machine HOST [login USER] [account A] [port P] password VALUE, on one line or across lines.
 _NETRC = re.compile(
-    r"(?:machine[ \t]+\S+|default)(?:\s+(?:login|account|port)[ \t]+\S+)*\s+password[ \t]+(\S+)"
+    r"(?:machine[ \t]+\S+|default)(?:\s+(?:login|account|port)[ \t]+\S+)+\s+password[ \t]+(\S+)"
 )
 
 
@@ -342,13 +398,12 @@ _OWN_RULES: tuple[Rule, ...] = (
     Rule(
         "cli_password",
         re.compile(
-            r"(?<![^\s])--?(?:password|passwd|pass|secret|token|api-key|client-secret)(?:[ \t]+|=)"
-            + _QUOTED_OR_BARE
+            r"(?<![^\s])--?(?:[a-z0-9]+-)*(?:password|passwd|pass|secret|token|api-key|account-key|access-key"
+            r"|secret-key|client-secret)(?:[ \t]+|=)" + _QUOTED_OR_BARE
         ),
         check=lambda v: not v.startswith("-") and _looks_like_a_value(v),
-        trigger=("-pass", "-secret", "-token", "-api-key", "-client-secret"),
+        trigger=("-pass", "-secret", "-token", "-key", "-client-secret"),
     ),
-    Rule("sshpass", re.compile(rf"sshpass\s+-p\s*{_QUOTED_OR_BARE}"), boundary=True),
     Rule(
         "auth_header",
         re.compile(
@@ -363,6 +418,53 @@ _OWN_RULES: tuple[Rule, ...] = (
         ),
         check=_looks_random_token,
         trigger=("api-key", "x-auth-token", "x-vault-token"),
+    ),
+    Rule(
+        "tool_password",
+        re.compile(
+            r"(?:(?:docker|podman|nerdctl|buildah|skopeo|helm[ \t]+registry)[ \t]+login\b[^\n|;&]*?\s-p"
+            r"|redis-cli\b[^\n|;&]*?\s-a|sshpass[ \t]+-p)[ \t]*" + _QUOTED_OR_BARE
+        ),
+        check=lambda v: not v.startswith("-"),
+        trigger=("login", "redis-cli", "sshpass"),
+    ),
+    Rule(
+        "npm_token",
+        re.compile(r":_auth(?:Token)?[ \t]*=[ \t]*\"?([A-Za-z0-9+/=._-]{16,})"),
+        check=lambda v: not v.startswith("$"),
+        skip_placeholders=False,  # legacy npm tokens are UUIDs
+        trigger=(":_auth",),
+    ),
+    Rule(
+        "generic_secret",
+        # <password>...</password>, <dbPassword>...</dbPassword>
+        re.compile(rf"<(?P<tag>[A-Za-z0-9_:.-]{{0,32}}(?i:{_STRONG}))>(?P<value>[^<\n]{{1,200}})</(?P=tag)>"),
+        group=2,
+        check=lambda v: _looks_like_a_value(v.strip()),
+        trigger=("</",),
+    ),
+    Rule(
+        "generic_secret",
+        # key="DbPassword" value="...", or "- name: DB_PASSWORD" then "value: ..." (Kubernetes env)
+        re.compile(
+            rf"(?:key|name)\s*[=:]\s*[\"']?[A-Za-z0-9_.-]{{0,32}}(?i:{_STRONG})[\"']?[ \t,]*(?:\n[ \t-]*)?"
+            rf"value\s*[=:]\s*{_QUOTED_OR_BARE}"
+        ),
+        check=_looks_like_a_value,
+        trigger=("value",),
+    ),
+    Rule(
+        "generic_secret",
+        # Dockerfile: ENV DB_PASSWORD value
+        re.compile(rf"(?m)^[ \t]*ENV[ \t]+[A-Za-z0-9_]{{0,32}}(?i:{_STRONG})[ \t]+{_QUOTED_OR_BARE}"),
+        check=_looks_like_a_value,
+        trigger=("env ",),
+    ),
+    Rule(
+        "pgpass_password",
+        # ~/.pgpass: host:port:database:user:password
+        re.compile(r"(?m)^[ \t]*[A-Za-z0-9_.*-]+:(?:[0-9]{1,5}|\*):[^\s:]+:[^\s:]+:(\S+)[ \t]*$"),
+        check=_looks_like_a_value,
     ),
     Rule(
         "curl_user",

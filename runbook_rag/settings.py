@@ -26,7 +26,7 @@ class Settings(BaseSettings):
         5 * 1024 * 1024, ge=1024, description="Source files larger than this are skipped, unread."
     )
     max_line_chars: int = Field(
-        100_000, ge=1000, description="Documents with a longer line are skipped before they are parsed."
+        20_000, ge=1000, description="Documents with a longer line are skipped before they are parsed."
     )
     max_chunks_per_document: int = Field(
         2000, ge=1, description="Documents yielding more chunks are skipped (chunking stops there)."

@@ -76,6 +76,10 @@ CARD_CASES = [
     (f"blob {b64('card=' + spaced(VISA) + ' exp=0929')} end", {"pan": 1}),
     (f"t2 {b64(';' + DISC + '=29091010000000000?')}", {"track_data": 1}),
     (base64.urlsafe_b64encode(f"%B{MC}^A/B^29091010?".encode()).decode(), {"track_data": 1}),
+    ("&#53&#49&#48&#53 1051 0510 5100", {"pan": 1}),
+    ("".join(f"\\u{ord(c):04x}" for c in MC), {"pan": 1}),
+    ("cb?state=" + urllib.parse.quote(b64('{"n":"??>","pan":"' + VISA + '"}')), {"pan": 1}),
+    (f"b{JCB}^QA/TESTER^2909101", {"track_data": 1}),
     # CVV under field names
     ("card_cvv=415", {"cvv": 1}),
     ("cvc_code: 7788", {"cvv": 1}),
@@ -91,6 +95,33 @@ CARD_CASES = [
     ("card|expiry|cvv2\n****5100|0929|415", {"cvv": 1}),
     ("masked\tcvv\n[PAN ****5100]\t415", {"cvv": 1}),
     (f"{MC},09/29,415,USD", {"pan": 1, "cvv": 1}),
+    # label glued to the number, other dashes, wide blanks, mixed separators, slashes
+    (f"txn_{VISA}", {"pan": 1}),
+    (f"ORD-{MC}", {"pan": 1}),
+    (f"pan{DISC}", {"pan": 1}),
+    (spaced(MC2, "\u2013"), {"pan": 1}),
+    (spaced(JCB, "     "), {"pan": 1}),
+    (f"{VISA[:4]} {VISA[4:8]}-{VISA[8:12]}-{VISA[12:]}", {"pan": 1}),
+    (spaced(DISC, "/"), {"pan": 1}),
+    (f'{{"pan": [{", ".join(MC[i : i + 4] for i in range(0, 16, 4))}]}}', {"pan": 1}),
+    # wrapped anywhere, with comment or list continuation markers
+    (f"card {MC[:10]}\n{MC[10:]} ok", {"pan": 1}),
+    (f"# card {spaced(VISA)[:9]}\n# {spaced(VISA)[10:]}", {"pan": 1}),
+    # the CVV after other punctuation, words and expiry forms
+    (f"{VISA}:415", {"pan": 1, "cvv": 1}),
+    (f"{VISA} (09/29) 415", {"pan": 1, "cvv": 1}),
+    (f"{VISA} valid thru 09.29 sec 415", {"pan": 1, "cvv": 1}),
+    (f"{AMEX}/7788", {"pan": 1, "cvv": 1}),
+    ("3714-496353-98431-7788", {"pan": 1, "cvv": 1}),
+    (f'"{VISA}","09/29","415"', {"pan": 1, "cvv": 1}),
+    (f"{VISA},09,2029,415", {"pan": 1, "cvv": 1}),
+    ("XXXX-XXXX-XXXX-5100,09/29,415", {"cvv": 1}),
+    ("paymentCardCvv: 415", {"cvv": 1}),
+    ("CCV #415", {"cvv": 1}),
+    ("<cardCode>7788</cardCode>", {"cvv": 1}),
+    ("**CVV:** 415", {"cvv": 1}),
+    ("| CVV | 415 |", {"cvv": 1}),
+    ('{\\"pan\\":\\"[PAN ****5100]\\",\\"cvv\\":\\"415\\"}', {"cvv": 1}),
 ]
 
 NOT_CARD_DATA = [
@@ -114,6 +145,15 @@ NOT_CARD_DATA = [
     "security code review done",
     "port 5432, pid 41111",
     "id,count,code\n42,17,200",  # no cvv column, no card
+    "cid,region,errors\n4821,eu,7",  # a content/customer id column
+    '{"cid": 7781}',
+    "mtr: csc 1300ms",
+    "cvn: 100 nodes",
+    "request 49943046-8013-4109-a46f-ba1325aa663d",
+    "acct 1234 5678 9012 3456",
+    "order 4012888888881882 refunded",
+    "hash a3f4000056655665556bd",
+    "release v4.1111.1111.1111",
 ]
 
 

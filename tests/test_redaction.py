@@ -59,7 +59,7 @@ SHOULD_MATCH = [
     ("cvv: 123", {"cvv": 1}, "cvv: [CVV]"),
     ("CVC=9876", {"cvv": 1}, "CVC=[CVV]"),
     ("cvv2 is 456", {"cvv": 1}, "[CVV]"),
-    ('{"cid": "1234"}', {"cvv": 1}, "[CVV]"),
+    ('{"card": "amex", "cid": "1234"}', {"cvv": 1}, "[CVV]"),
     ("security code: 321", {"cvv": 1}, "[CVV]"),
     # secrets
     ("AKIAQWERTYUIOPASDFGH", {"aws_access_key": 1}, "[SECRET aws_access_key]"),
@@ -138,7 +138,7 @@ SHOULD_NOT_MATCH = [
     "trace 0123456789abcdef0123456789abcdef",
     "kafka offset 98765432101234",
     "price 5555.55",
-    "path /v1/4111111111111111x",
+    "path /v1/4111111111111111af",  # a hex id
     "publishable pk_live_" + "4eC39HqLyjWDarjtT1zdp7dc",
     "pk_test_TYooMQauvdEDq54NiTphI7jx",
     "postgres://app:${DB_PASSWORD}@db:5432/x",

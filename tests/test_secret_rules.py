@@ -55,7 +55,7 @@ SECRETS = [
         "generic_secret",
     ),
     ("psql --password Fall2026db -h replica", "Fall2026db", "cli_password"),
-    ("sshpass -p 'Kiwi4567' ssh ops@bastion", "Kiwi4567", "sshpass"),
+    ("sshpass -p 'Kiwi4567' ssh ops@bastion", "Kiwi4567", "tool_password"),
     # DSN passwords holding / or @ (the URL is parsed, not matched)
     ("postgresql://ledger:a/b@c9Zx@pg-primary.internal:5432/ledger", "a/b@c9Zx", "url_password"),
     ("mongodb://ops:Pa@@w0rd/x@mongo-0.mongo:27017/admin", "Pa@@w0rd/x", "url_password"),
@@ -87,6 +87,31 @@ SECRETS = [
     ("CKO_SECRET=sk_sbox_m73dzbpy7cf3gfd46xr4yj5xo4e", "sk_sbox_m73dzbpy7cf3gfd46xr4yj5xo4e", None),
     ("rk_test_" + "51RunbookFakeKeyAbCdEf", "rk_test_51RunbookFakeKeyAbCdEf", "stripe_key"),
     ("X-API-Key: 7fA9qL2mZx81Bv5Tc3Rn", "7fA9qL2mZx81Bv5Tc3Rn", "api_key_header"),
+    # the strong word glued to a prefix, weak and numeric values, other shapes of key and value
+    ("export PGPASSWORD=Tulip2031", "Tulip2031", "generic_secret"),
+    ("dbpassword: Tulip2031", "Tulip2031", "generic_secret"),
+    ("REDIS_PASSWORD=sunflower", "sunflower", "generic_secret"),
+    ("db_password: 90817263", "90817263", "generic_secret"),
+    ("jdbc:mysql://db/ledger?user=app&password=q7Z", "q7Z", "generic_secret"),
+    ("password=Tu1ip;wx98", "wx98", "generic_secret"),
+    ("password=$uperTulip9", "$uperTulip9", "generic_secret"),
+    ('password: "!Tulip2031"', "!Tulip2031", "generic_secret"),
+    ("AZURE_STORAGE_KEY=" + AZ_KEY, AZ_KEY, "generic_secret"),
+    ('{"accountKey": "' + AZ_KEY + '"}', AZ_KEY, None),
+    ("az storage blob list --account-key " + AZ_KEY, AZ_KEY, None),
+    ("db.corp.net:5432:ledger:app:Tulip2031", "Tulip2031", "pgpass_password"),
+    ("<password>Tulip2031!</password>", "Tulip2031!", "generic_secret"),
+    ('<add key="LedgerDbPassword" value="Tulip2031"/>', "Tulip2031", "generic_secret"),
+    ("env:\n- name: LEDGER_DB_PASSWORD\n  value: Tulip2031", "Tulip2031", "generic_secret"),
+    ("ENV LEDGER_DB_PASSWORD Tulip2031", "Tulip2031", "generic_secret"),
+    ("**Password:** Tulip2031", "Tulip2031", "generic_secret"),
+    ("the root password is Tulip2031", "Tulip2031", "generic_secret"),
+    ('{\\"password\\":\\"Tulip2031\\"}', "Tulip2031", "generic_secret"),
+    ("helm install x --set-string --db-password Tulip2031", "Tulip2031", "cli_password"),
+    ("docker login -u ci -p Tulip2031 registry.corp", "Tulip2031", "tool_password"),
+    ("redis-cli -h cache -a Tulip2031 info", "Tulip2031", "tool_password"),
+    ("smtp://alerts@corp.net:Tulip2031@smtp.corp.net:587", "Tulip2031", "url_password"),
+    ("//npm.corp/:_authToken=3f2a9c71-1b2c-4d5e-8f90-a1b2c3d4e5f6", "3f2a9c71-1b2c", "npm_token"),
 ]
 
 READABLE = [
@@ -132,6 +157,17 @@ READABLE = [
     "x-api-key: <your key>",
     "bypass: Enabled2",
     "compass: North2",
+    "password_hash_algorithm: argon2id",
+    "passwordHashAlgorithm: Argon2id",
+    "password_encoder: bcrypt12",
+    "token_secret_name: ledgerTokenV2",
+    "password_env: LEDGER_DB_PASSWORD",
+    "secretEnvVar: LEDGER_DB_PASSWORD",
+    "secret: ledger-api/credentials",
+    "vault kv put secret/psp password=@/tmp/pw.txt",
+    "the token is rotated hourly.",
+    "the `psp-api` secret is misconfigured.",
+    "password: see below",
 ]
 
 

@@ -18,7 +18,14 @@ from ..errors import ConfigError, SidecarError, SourceError, UnsafeSourceError
 from ..records import BuildWarning, Document, Skipped
 from ..redaction import redact
 from . import confluence, files, markdown
-from .files import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINE_CHARS, check_lines, read_text, resolve_within
+from .files import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_LINE_CHARS,
+    check_lines,
+    check_words,
+    read_text,
+    resolve_within,
+)
 from .sidecar import Sidecar, parse_sidecar
 
 __all__ = [
@@ -55,8 +62,12 @@ def load_documents(
     access_map: AccessMap | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
+    max_words: int | None = None,
 ) -> Loaded:
     """Parse every runbook under ``source_dirs``.
+
+    ``max_words`` (when given) refuses, before parsing, a document with more words than the
+    per-document chunk cap could hold.
 
     Report entries pass through the redactor: a reason or a path may quote a value.
     """
@@ -88,14 +99,19 @@ def load_documents(
                     # Storage format often sits on one line: the limit is on the Markdown
                     # rendering, which is what chunking parses and tokenises.
                     check_lines(doc.text, source=source, max_line_chars=max_line_chars)
+                    check_words(doc.text, source=source, max_words=max_words)
                 else:
                     check_lines(text, source=source, max_line_chars=max_line_chars)
+                    check_words(text, source=source, max_words=max_words)
                     doc = markdown.parse_markdown(
                         text, source=source, access_map=access_map, warnings=warnings
                     )
                 documents.append(doc)
             except SourceError as exc:
                 skipped.append(Skipped(exc.source, exc.reason, exc.line))
+            except RecursionError:
+                # Markup or JSON nested deeper than the parsers can follow: this document only.
+                skipped.append(Skipped(source, "nested too deeply to parse safely"))
     excerpts = {d.source: d.metadata["excerpt"] for d in documents if "excerpt" in d.metadata}
     documents, include_warnings, include_skipped = confluence.resolve_includes(documents, excerpts)
     warnings.extend(include_warnings)

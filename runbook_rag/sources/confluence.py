@@ -303,8 +303,13 @@ def resolve_includes(
             out.append(doc)
             continue
         labels = set(doc.labels)
+        # The host's exemption from the instruction screen covers its own text only: text it
+        # includes from a page without the exemption is screened with it.
+        exempt = [doc.allow_instructions]
 
-        def inline(match: re.Match[str], doc: Any = doc, labels: set[str] = labels) -> str:
+        def inline(
+            match: re.Match[str], doc: Any = doc, labels: set[str] = labels, exempt: list[bool] = exempt
+        ) -> str:
             kind, (space, title) = match.group(1), json.loads(match.group(2))
             included = by_title.get((space or doc.metadata.get("space", ""), title))
             text = None
@@ -316,13 +321,14 @@ def resolve_includes(
                 )
                 return ""
             labels &= set(included.labels)
+            exempt[0] = exempt[0] and included.allow_instructions
             return _INCLUDE.sub("", text).strip("\n")
 
         text = _INCLUDE.sub(inline, doc.text)
         if not labels:
             skipped.append(Skipped(doc.source, "no group may read both this page and the pages it includes"))
             continue
-        out.append(replace(doc, text=text, labels=tuple(sorted(labels))))
+        out.append(replace(doc, text=text, labels=tuple(sorted(labels)), allow_instructions=exempt[0]))
     return out, warnings, skipped
 
 

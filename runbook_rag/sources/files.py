@@ -22,7 +22,7 @@ from ..errors import SourceError, SourceLimitError, UnsafeSourceError
 from ..records import Skipped
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
-DEFAULT_MAX_LINE_CHARS = 100_000
+DEFAULT_MAX_LINE_CHARS = 20_000
 
 # getattr: these flags are POSIX-only, and 0 leaves the open as it would be without them.
 _NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
@@ -173,6 +173,19 @@ def _require_regular(mode: int, *, source: str) -> None:
         return
     kind = next((name for test, name in _KINDS if test(mode)), "not a file")
     raise UnsafeSourceError(f"not a regular file ({kind}): skipped unread", source=source)
+
+
+def check_words(text: str, *, source: str, max_words: int | None) -> None:
+    """Refuse a text with more words than its chunks could hold before any parser sees it:
+    every word is at least one token, so more than ``max_chunks * max_tokens`` words can only
+    yield more chunks than the per-document cap (a 5 MiB list would otherwise be parsed in full,
+    twice, before the cap applies)."""
+    if max_words is not None and len(text) > max_words and len(text.split()) > max_words:
+        raise SourceLimitError(
+            f"has more than {max_words:,} words, more than the per-document chunk limit could hold "
+            "(RUNBOOK_RAG_MAX_CHUNKS_PER_DOCUMENT)",
+            source=source,
+        )
 
 
 def check_lines(text: str, *, source: str, max_line_chars: int = DEFAULT_MAX_LINE_CHARS) -> None:
