@@ -113,8 +113,9 @@ _FIELD_GAPS = frozenset(" ,/")
 
 
 def _gap_kind(gap: str) -> str:
-    """' ' blanks or a line break; '-' any dash; else the punctuation mark itself."""
-    for ch in gap:
+    """' ' blanks or a line break; '-' any dash; else the punctuation mark itself. What
+    follows a line break is the next line's continuation marker (``//``, ``#``), not a separator."""
+    for ch in gap.split("\n", 1)[0]:
         if ch == "-" or ch in _DASHES:
             return "-"
         if ch in ".+/_,":
@@ -197,10 +198,13 @@ def _pans_in_run(text: str, start: int, end: int) -> Iterator[Finding]:
     while i < len(groups):
         # A number starts at the run's start or after a field separator (never after a
         # dot: ``1.4111...`` is a decimal).
-        if (i == 0 and glued_left) or (i > 0 and gaps[i - 1] not in _FIELD_GAPS):
+        after_dash = i > 0 and gaps[i - 1] == "-"
+        if (i == 0 and glued_left) or (i > 0 and gaps[i - 1] not in _FIELD_GAPS and not after_dash):
             i += 1
             continue
         found = _pan_from(text, groups, gaps, i, glued_right)
+        if found is not None and after_dash and found[2] != i + 1:
+            found = None  # after a dash (``order-123-<pan>``), only a whole number of its own
         if found is None:
             i += 1
             continue
@@ -256,8 +260,8 @@ def _pan_from(
 
 _TRACK1 = re.compile(r"%?[Bb][0-9]{12,19}\^[^^\n]{2,26}\^[0-9]{4}[^?\n]{0,80}\??")
 _TRACK2 = re.compile(r"[0-9]{12,19}=[0-9]{4}[0-9]{0,40}\??")
-# EMV tag 57 (track 2 equivalent data): [57 <len>] <pan> D <yymm> <service code> ... [F]
-_TRACK2_EMV = re.compile(r"([0-9]{12,23})[Dd]([0-9]{4})[0-9]{3}[0-9A-Fa-f]{0,60}")
+# EMV tag 57 (track 2 equivalent data): [57 <len>] <pan> D <yymm> [<service code> ... F]
+_TRACK2_EMV = re.compile(r"([0-9]{12,23})[Dd]([0-9]{4})[0-9A-Fa-f]{0,60}")
 
 
 def find_track_data(text: str) -> Iterator[Finding]:

@@ -160,8 +160,12 @@ _BASE64 = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{16,4096}={0,2}(?![A-Z
 _PRIVATE_KEY = re.compile(r"-----BEGIN[A-Z ]*PRIVATE KEY")
 
 
-def _base64_findings(text: str) -> Iterator[Finding]:
-    """Base64 blobs that decode to card data, track data or a private key: masked whole."""
+def _base64_findings(text: str, depth: int = 0) -> Iterator[Finding]:
+    """Base64 blobs that decode to card data, track data or a private key: masked whole.
+
+    What a blob decodes to is searched like any text, with its own escapes and blobs (two
+    levels deep), so base64 of URL-escaped, entity-escaped or base64 card data is found too.
+    """
     for m in _BASE64.finditer(text):
         blob = m.group().rstrip("=")
         if blob.islower() or blob.isupper() or blob.isdigit() or len(blob) % 4 == 1:
@@ -170,14 +174,21 @@ def _base64_findings(text: str) -> Iterator[Finding]:
             raw = base64.b64decode(blob.replace("-", "+").replace("_", "/") + "=" * (-len(blob) % 4))
         except (binascii.Error, ValueError):
             continue
-        decoded = raw.decode("latin-1")
+        if len(raw) > 3 and raw[1::2].count(0) > 0.9 * (len(raw) // 2):
+            raw = raw[::2]  # UTF-16-LE text: its ASCII bytes
         printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in raw)
         if printable < 0.9 * len(raw):
             continue
+        decoded = normalise(raw.decode("latin-1"))
         if _PRIVATE_KEY.search(decoded):
             yield Finding(m.start(), m.end(), "private_key", "[SECRET private_key]")
             continue
-        inner = [f for f in find_cardholder_data(normalise(decoded)) if f.kind in (PAN, TRACK)]
+        inner = [f for f in find_cardholder_data(decoded) if f.kind in (PAN, TRACK)]
+        if not inner and depth < 2:
+            view = _decoded_view(decoded)
+            nested = view.text if view is not None else decoded
+            inner = [f for f in find_cardholder_data(nested) if f.kind in (PAN, TRACK)]
+            inner += list(_base64_findings(nested, depth + 1))
         if inner:
             kind = TRACK if any(f.kind == TRACK for f in inner) else PAN
             mask = "[TRACK DATA]" if kind == TRACK else next(f.mask for f in inner if f.kind == PAN)

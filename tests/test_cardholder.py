@@ -57,6 +57,7 @@ CARD_CASES = [
     # EMV track-2-equivalent data (tag 57) and classic track data
     (f"57 tlv: 5713{MC}D29092011234567890F", {"track_data": 1}),
     (f"{VISA}d2909201000012345", {"track_data": 1}),
+    (f"t2eq={MC}D2909", {"track_data": 1}),
     (f";{DISC}=29091010000000000?", {"track_data": 1}),
     (f"%B{JCB}^QA/TESTER^2909101000000?", {"track_data": 1}),
     # other separators
@@ -80,6 +81,10 @@ CARD_CASES = [
     ("".join(f"\\u{ord(c):04x}" for c in MC), {"pan": 1}),
     ("cb?state=" + urllib.parse.quote(b64('{"n":"??>","pan":"' + VISA + '"}')), {"pan": 1}),
     (f"b{JCB}^QA/TESTER^2909101", {"track_data": 1}),
+    (f"blob {b64(urllib.parse.quote('pan=' + spaced(MC)))}", {"pan": 1}),
+    (f"blob {b64(''.join(f'&#{ord(c)};' for c in DISC))}", {"pan": 1}),
+    (f"blob {b64(b64('card ' + VISA))}", {"pan": 1}),
+    ("blob " + base64.b64encode(("pan " + JCB).encode("utf-16-le")).decode(), {"pan": 1}),
     # CVV under field names
     ("card_cvv=415", {"cvv": 1}),
     ("cvc_code: 7788", {"cvv": 1}),
@@ -98,6 +103,8 @@ CARD_CASES = [
     # label glued to the number, other dashes, wide blanks, mixed separators, slashes
     (f"txn_{VISA}", {"pan": 1}),
     (f"ORD-{MC}", {"pan": 1}),
+    (f"order-7731-{VISA}", {"pan": 1}),
+    (f"// card {spaced(MC)[:9]}\n// {spaced(MC)[10:]}", {"pan": 1}),
     (f"pan{DISC}", {"pan": 1}),
     (spaced(MC2, "\u2013"), {"pan": 1}),
     (spaced(JCB, "     "), {"pan": 1}),
