@@ -3,7 +3,7 @@
 Card numbers are found in *digit runs*: digits joined by spaces, tabs, dashes, dots,
 ``+`` or a line break (a number wrapped onto the next line). A run is searched for a
 valid number inside it, not judged once as a whole, so a card number that is followed
-in the same run by its CVV or expiry (``4111 1111 1111 1111 737``), or preceded by an
+in the same run by its CVV or expiry (``NNNN NNNN NNNN NNNN 737``), or preceded by an
 order number, is still found; the 3-4 digit groups that follow a card number in its
 run are removed as its CVV. A number is a card number when it has a known brand
 prefix, a length valid for that brand and a valid Luhn check digit; grouped forms must
@@ -139,10 +139,10 @@ def _card_grouping(sizes: list[int], kinds: set[str]) -> bool:
 
 def _glued(text: str, start: int, end: int) -> tuple[bool, bool]:
     """Whether a run is part of a larger token that is not a card number on its left and
-    on its right: a hex string or hash (``a3f4111...``), a UUID, a version (``v4.1``), a
-    negative number (``-4111...``), or ``<digit>@`` (``0@4648...``: a compound id).
+    on its right: a hex string or hash (``a3f41...``), a UUID, a version (``v4.1``), a
+    negative number (``-4000...``), or ``<digit>@`` (``0@4648...``: a compound id).
 
-    A label glued to the number (``txn_4111...``, ``ORD-4111...``, ``pan4111...``) does
+    A label glued to the number (``txn_<pan>``, ``ORD-<pan>``, ``pan<pan>``) does
     not make it part of another token: a Luhn-valid card number there is still masked.
     """
     left = right = False
@@ -197,7 +197,7 @@ def _pans_in_run(text: str, start: int, end: int) -> Iterator[Finding]:
     i = 0
     while i < len(groups):
         # A number starts at the run's start or after a field separator (never after a
-        # dot: ``1.4111...`` is a decimal).
+        # dot: ``1.4000...`` is a decimal).
         after_dash = i > 0 and gaps[i - 1] == "-"
         if (i == 0 and glued_left) or (i > 0 and gaps[i - 1] not in _FIELD_GAPS and not after_dash):
             i += 1
@@ -223,7 +223,7 @@ def _pan_from(
 
     def ends_well(j: int) -> bool:
         # At the run's end (not glued to another token), or before a field separator or a
-        # dash; never before a dot or a plus (``4111111111111111.50`` is an amount).
+        # dash; never before a dot or a plus (``<16 digits>.50`` is an amount).
         return (j == len(groups) - 1 and not glued_right) or (j < len(groups) - 1 and gaps[j] in " ,/-")
 
     digits = ""
@@ -336,7 +336,7 @@ _CONNECTORS = frozenset(
 
 def _cvv_after_pan(text: str, pan_end: int) -> Finding | None:
     """The CVV that follows a card number on its line: after separators, an expiry and
-    words such as "exp" or "cvv", the first 3-4 digit number (``4111... 12/29 123``,
+    words such as "exp" or "cvv", the first 3-4 digit number (``<pan> 12/29 123``,
     ``<amex>/9876``). A lone 4-digit MMYY after the number is its expiry, not a CVV."""
     pos, steps, numbers = pan_end, 0, []
     while steps < 12 and pos < len(text):
@@ -404,13 +404,12 @@ def _cvv_columns(text: str, pans: list[Finding]) -> Iterator[Finding]:
             headers = [
                 (i, h.group("name").lower()) for i, f in enumerate(fields) if (h := _CVV_HEADER.match(f))
             ]
-            columns = [i for i, _ in headers]
-            names = [name for _, name in headers]
-            if columns and (
-                any(n not in _AMBIGUOUS_NAMES for n in names) or any(_CARD_HEADER.search(f) for f in fields)
+            if headers and (
+                any(name not in _AMBIGUOUS_NAMES for _, name in headers)
+                or any(_CARD_HEADER.search(f) for f in fields)
             ):
-                header_columns[delim] = columns[0]
-            elif columns:
+                header_columns[delim] = headers[0][0]
+            elif headers:
                 header_columns.pop(delim, None)
             else:
                 yield from _cvv_fields(fields, starts, delim, header_columns, pan_at, offset, len(line))

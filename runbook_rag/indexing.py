@@ -39,7 +39,7 @@ from .generations import (
 from .lexical import CHUNKS_FILE, LexicalIndex
 from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
-from .screening import DocumentScreen, Flag, screen
+from .screening import DocumentScreen
 from .sources import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINE_CHARS, load_documents
 
 CHUNKER_VERSION = 1
@@ -110,10 +110,6 @@ def prepare(
             findings[doc.source] = counts
         screener = None if doc.allow_instructions else DocumentScreen(doc)
         whole = screener.document() if screener else None
-        if whole is None and screener is not None:
-            # The source path is shown with every excerpt and citation: its folder and file names too.
-            named = screen(doc.source.replace("/", "\n"))
-            whole = Flag(named.rule, "path") if named is not None else None
         if whole is not None:
             # A title or document-level field reaches every hit of the document: quarantine all of it.
             quarantined.append(Quarantined(doc.source, 1, doc.text.count("\n") + 1, whole.label))

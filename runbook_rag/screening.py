@@ -434,8 +434,9 @@ class DocumentScreen:
         self._headings: dict[str, Flag | None] = {}
 
     def document(self) -> Flag | None:
-        """A flag on the title or a document-level field (front matter, Confluence
-        sidecar): the whole document is quarantined."""
+        """A flag on the title, a document-level field (front matter, Confluence sidecar) or
+        the source path (shown with every excerpt and citation, so its folder and file names
+        too): the whole document is quarantined."""
         flag = screen(self._doc.title)
         if flag is not None:
             return Flag(flag.rule, "title")
@@ -445,7 +446,8 @@ class DocumentScreen:
             flag = screen(value)
             if flag is not None:
                 return Flag(flag.rule, key)
-        return None
+        flag = screen(self._doc.source.replace("/", "\n"))  # one line per path component
+        return Flag(flag.rule, "path") if flag is not None else None
 
     def chunk(self, chunk: Chunk) -> Flag | None:
         """A flag on the chunk's heading path (its whole section) or its body."""

@@ -193,11 +193,11 @@ def _suffix_words(suffix: str) -> list[str]:
 def _keyword_pairs(text: str) -> Iterator[Finding]:
     for m in _KEYWORD_PAIR.finditer(text):
         s = m.start()
+        word = text[s : m.start(1)].lower()  # the strong word itself
         # A short strong word glued after letters ends a longer word ("bypass", "compass",
-        # "oldpwd"); a long one is still the key's own word ("PGPASSWORD", "dbpassword").
-        short = m.group(0)[:4].lower() == "pass" and not m.group(0)[:8].lower().startswith("password")
-        short = short or m.group(0)[:3].lower() == "pwd"
-        if s > 0 and text[s - 1].isalpha() and short and not (text[s - 1].islower() and text[s].isupper()):
+        # "oldpwd"); a long one is still the key's own word ("PGPASSWORD", "dbpasswd").
+        glued = s > 0 and text[s - 1].isalpha() and not (text[s - 1].islower() and text[s].isupper())
+        if glued and word in ("pass", "pwd"):
             continue
         g = next(g for g in (2, 3, 4) if m.group(g) is not None)
         value, suffix = m.group(g), m.group(1)
@@ -208,7 +208,6 @@ def _keyword_pairs(text: str) -> Iterator[Finding]:
         if prose and not re.search(r"[0-9]|[^\w]", value.strip("*_`.,;:!?()")):
             continue  # "the token is rotated.": in prose, only a value with digits or symbols
         # A password may be a plain word ("sunflower"); a token, key or secret is generated.
-        word = text[m.start() : m.start(1)].lower()
         if not word.startswith(("pass", "pwd")) and re.fullmatch(r"[a-z]+", value):
             continue
         if _VALUE_SUFFIX.fullmatch(suffix):

@@ -90,6 +90,7 @@ SECRETS = [
     # the strong word glued to a prefix, weak and numeric values, other shapes of key and value
     ("export PGPASSWORD=Tulip2031", "Tulip2031", "generic_secret"),
     ("dbpassword: Tulip2031", "Tulip2031", "generic_secret"),
+    ("dbpasswd: Tulip2031", "Tulip2031", "generic_secret"),
     ("REDIS_PASSWORD=sunflower", "sunflower", "generic_secret"),
     ("db_password: 90817263", "90817263", "generic_secret"),
     ("jdbc:mysql://db/ledger?user=app&password=q7Z", "q7Z", "generic_secret"),
