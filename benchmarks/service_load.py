@@ -1,12 +1,15 @@
 """A bounded load run against `runbook-rag serve` on loopback.
 
     python benchmarks/service_load.py [--index PATH] [--requests 2000] [--concurrency 16]
+    python benchmarks/service_load.py --baseline REV   # also the service of git revision REV
 
 Builds the sample index when PATH has none, starts the service as a separate process
 (`runbook-rag serve`, real uvicorn) with a fresh audit log, sends search requests from
 several callers at the given concurrency over HTTP keep-alive connections, and prints
 throughput, latency p50/p95/p99, the errors (which must be 0), and whether the audit log
-verifies afterwards with one record per request.
+verifies afterwards with one record per request. With ``--baseline``, the service of
+revision REV (its ``runbook_rag`` package, with this environment's dependencies) runs the
+same load in the same run, rounds alternating between the two, and the ratios are printed.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -86,18 +90,17 @@ async def run_load(url: str, total: int, concurrency: int) -> tuple[list[float],
     return latencies, statuses, elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--index", type=Path, default=ROOT / "indexes" / "load")
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args()
+@dataclass
+class Result:
+    latencies: list[float]
+    statuses: dict[int, int]
+    elapsed: float
+    records: int
+    verifies: bool
 
-    if not (args.index / "CURRENT").exists():
-        samples = ROOT / "sample_runbooks"
-        RunbookIndex.build([samples], path=args.index, access_map=samples / "access-map.yaml")
+
+def run_service(index: Path, requests: int, concurrency: int, package: Path | None) -> Result:
+    """One server process (this package, or the one unpacked at ``package``) under load."""
     work = Path(tempfile.mkdtemp(prefix="rr-load-"))
     tokens = work / "tokens.json"
     tokens.write_text(
@@ -112,9 +115,11 @@ def main() -> None:
     key = "load-benchmark-audit-key-0123456789"
     port = free_port()
     env = {**os.environ, "RUNBOOK_RAG_AUDIT_KEY": key}
-    command = [str(Path(sys.executable).with_name("runbook-rag")), "serve", "--index", str(args.index)]
+    if package is not None:
+        env["PYTHONPATH"] = str(package)
+    command = [sys.executable, "-m", "runbook_rag", "serve", "--index", str(index)]
     command += ["--tokens", str(tokens), "--port", str(port), "--audit-log", str(log), "--rate", "100000"]
-    proc = subprocess.Popen(command, env=env)
+    proc = subprocess.Popen(command, env=env, cwd=work)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -123,28 +128,85 @@ def main() -> None:
                 if httpx.get(url + "/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                if time.monotonic() > deadline:
+                if time.monotonic() > deadline or proc.poll() is not None:
                     raise SystemExit("the service did not start") from None
                 time.sleep(0.2)
         asyncio.run(run_load(url, 50, 4))  # warm-up: filters and lexical masks per caller
         warm = len(log.read_text().splitlines())
-        latencies, statuses, elapsed = asyncio.run(run_load(url, args.requests, args.concurrency))
+        latencies, statuses, elapsed = asyncio.run(run_load(url, requests, concurrency))
     finally:
         proc.terminate()
         proc.wait(30)
-
-    ms = sorted(x * 1000 for x in latencies)
-    q = statistics.quantiles(ms, n=100)
-    errors = sum(n for status, n in statuses.items() if status != 200)
     verdict = verify(log, key=load_key(key=key))
+    return Result(latencies, statuses, elapsed, verdict.records - warm, verdict.ok)
+
+
+def unpack(rev: str) -> Path:
+    """The ``runbook_rag`` package of git revision ``rev``, in a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="rr-baseline-"))
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "runbook_rag"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def figures(result: Result) -> tuple[float, float, float, float]:
+    ms = sorted(x * 1000 for x in result.latencies)
+    q = statistics.quantiles(ms, n=100)
+    return len(result.latencies) / result.elapsed, q[49], q[94], q[98]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--index", type=Path, default=ROOT / "indexes" / "load")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--baseline", help="a git revision whose service runs the same load in this run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds with --baseline")
+    args = parser.parse_args()
+
+    if not (args.index / "CURRENT").exists():
+        samples = ROOT / "sample_runbooks"
+        RunbookIndex.build([samples], path=args.index, access_map=samples / "access-map.yaml")
+    runs: dict[str, list[Result]] = {"current": []}
+    rounds = 1
+    if args.baseline:
+        package = unpack(args.baseline)
+        runs = {"baseline": [], "current": []}
+        rounds = args.rounds
+    for _ in range(rounds):
+        for name in runs:
+            where = package if name == "baseline" else None
+            runs[name].append(run_service(args.index, args.requests, args.concurrency, where))
+
     print(f"{args.requests} searches, concurrency {args.concurrency}, {len(CALLERS)} callers, loopback")
-    print(f"throughput   {args.requests / elapsed:8.1f} requests/s  ({elapsed:.1f} s)")
-    print(f"latency      p50 {q[49]:6.1f} ms   p95 {q[94]:6.1f} ms   p99 {q[98]:6.1f} ms", end="")
-    print(f"   max {ms[-1]:6.1f} ms")
-    print(f"statuses     {dict(sorted(statuses.items()))}   errors {errors}")
-    state = "verifies" if verdict.ok else f"BROKEN at line {verdict.bad_line}"
-    print(f"audit log    {state}: {verdict.records} records ({verdict.records - warm} for this run)")
-    print(f"{'PASS' if errors == 0 and verdict.ok and verdict.records - warm == args.requests else 'FAIL'}")
+    ok = True
+    best: dict[str, tuple[float, float, float, float]] = {}
+    for name, results in runs.items():
+        label = name if name == "current" else f"baseline {args.baseline}"
+        for result in results:
+            rps, p50, p95, p99 = figures(result)
+            errors = sum(n for status, n in result.statuses.items() if status != 200)
+            state = "verifies" if result.verifies else "BROKEN"
+            print(
+                f"{label:<20} {rps:8.1f} requests/s   p50 {p50:6.1f} ms   p95 {p95:6.1f} ms   "
+                f"p99 {p99:6.1f} ms   errors {errors}   audit log {state} ({result.records} records)"
+            )
+            ok = ok and errors == 0 and result.verifies and result.records == args.requests
+        merged = Result(
+            [x for r in results for x in r.latencies], {}, sum(r.elapsed for r in results), 0, True
+        )
+        best[name] = figures(merged)
+    if "baseline" in best:
+        (rps, p50, p95, p99), (brps, b50, b95, b99) = best["current"], best["baseline"]
+        print(
+            f"current / baseline, all rounds: throughput {rps / brps:.2f}x, p50 {p50 / b50:.2f}x, "
+            f"p95 {p95 / b95:.2f}x, p99 {p99 / b99:.2f}x"
+        )
+    print("PASS" if ok else "FAIL")
 
 
 if __name__ == "__main__":

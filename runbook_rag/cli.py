@@ -369,13 +369,52 @@ def index_verify(index_path: Path | None, as_json: bool) -> None:
     show_default=True,
     help="Requests a minute per token.",
 )
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send its whole request before it is disconnected.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 1_000_000),
+    default=1024,
+    show_default=True,
+    help="Open connections the server holds; more are refused with 503.",
+)
+@click.option(
+    "--max-connections-per-client",
+    type=click.IntRange(1, 1_000_000),
+    default=64,
+    show_default=True,
+    help="Open connections from one client address; more are refused with 503.",
+)
 def serve(
-    index_path: Path | None, tokens_file: Path, host: str, port: int, audit_log: Path | None, per_minute: int
+    index_path: Path | None,
+    tokens_file: Path,
+    host: str,
+    port: int,
+    audit_log: Path | None,
+    per_minute: int,
+    request_timeout: float,
+    max_connections: int,
+    max_connections_per_client: int,
 ) -> None:
     """Serve search and ask over HTTP to callers with bearer tokens."""
     from .service import serve as run_service
 
-    run_service(index_path, tokens_file, host=host, port=port, audit_log=audit_log, per_minute=per_minute)
+    run_service(
+        index_path,
+        tokens_file,
+        host=host,
+        port=port,
+        audit_log=audit_log,
+        per_minute=per_minute,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
+    )
 
 
 @cli.group()
@@ -386,33 +425,44 @@ def audit() -> None:
 @audit.command("verify")
 @click.argument("log_file", type=click.Path(path_type=Path))
 @click.option(
-    "--key-file", type=click.Path(path_type=Path), help="The HMAC key (default: $RUNBOOK_RAG_AUDIT_KEY)."
+    "--key-file",
+    type=click.Path(path_type=Path),
+    help="The HMAC key (default: $RUNBOOK_RAG_AUDIT_KEY_FILE, $RUNBOOK_RAG_AUDIT_KEY, or the index's key).",
+)
+@click.option(
+    "--head",
+    "head_file",
+    type=click.Path(path_type=Path),
+    help="The log's sealed head (default: $RUNBOOK_RAG_AUDIT_HEAD, else where the index keeps it).",
 )
 @_index_option
 @_json_option
-def audit_verify(log_file: Path, key_file: Path | None, index_path: Path | None, as_json: bool) -> None:
-    """Check every record's HMAC and the chain; exit 1 naming the first bad line."""
-    from .audit import load_key, verify
+def audit_verify(
+    log_file: Path, key_file: Path | None, head_file: Path | None, index_path: Path | None, as_json: bool
+) -> None:
+    """Check every record's HMAC, the chain, and the log against its sealed head (records cut
+    from the end, an emptied, deleted or older log); exit 1 saying what is wrong."""
+    from .audit import resolve_audit, verify
     from .settings import Settings
 
-    settings = Settings()
-    if key_file is None and settings.audit_key is None:
-        key_file = settings.audit_key_file or (index_path or settings.index) / ".audit.key"
-    secret = settings.audit_key.get_secret_value() if settings.audit_key and key_file is None else None
-    verdict = verify(log_file, key=load_key(key=secret, key_file=key_file))
+    setup = resolve_audit(Settings(), index=index_path, log=log_file, key_file=key_file, head=head_file)
+    verdict = verify(setup.log, key=setup.load_key(), head=setup.head)
     if as_json:
-        _emit(
-            {
-                "ok": verdict.ok,
-                "records": verdict.records,
-                "bad_line": verdict.bad_line,
-                "reason": verdict.reason,
-            }
+        _emit(verdict.to_dict())
+    elif not verdict.ok:
+        where = f"{log_file}:{verdict.bad_line}" if verdict.bad_line else str(log_file)
+        click.echo(f"{where}: {verdict.reason}")
+    elif not verdict.head_checked:
+        click.echo(
+            f"ok: {verdict.records} records, chain intact; truncation not checked: no head at {verdict.head}"
         )
-    elif verdict.ok:
-        click.echo(f"ok: {verdict.records} records, chain intact")
+    elif verdict.head_records == verdict.records:
+        click.echo(f"ok: {verdict.records} records, chain intact, sealed by its head {verdict.head}")
     else:
-        click.echo(f"{log_file}:{verdict.bad_line}: {verdict.reason}")
+        click.echo(
+            f"ok: {verdict.records} records, chain intact; its head {verdict.head} seals the first "
+            f"{verdict.head_records}, the rest were written after it (the next append seals them)"
+        )
     if not verdict.ok:
         sys.exit(1)
 

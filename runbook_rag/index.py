@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .access import AccessMap
 from .answer import extractive_answer
-from .audit import AuditLog, load_key
+from .audit import AuditLog, resolve_audit
 from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
 from .errors import ConfigError, EmbeddingError, ModelMismatchError
 from .evaluation import EvalQuery, EvalReport, evaluate
@@ -297,15 +297,12 @@ class RunbookIndex:
             listener(record)
 
     def _open_audit(self) -> AuditLog:
-        s = self.settings
-        if s.audit_key is not None or s.audit_key_file is not None:
-            key = load_key(
-                key=s.audit_key.get_secret_value() if s.audit_key else None, key_file=s.audit_key_file
-            )
-        else:
-            key = _local_audit_key(self.path)
+        setup = resolve_audit(self.settings, index=self.path)
         return AuditLog(
-            s.audit_log or self.path / "audit.log", key=key, keep_query_text=s.audit_keep_query_text
+            setup.log,
+            key=setup.load_key(create=True),
+            head=setup.head,
+            keep_query_text=self.settings.audit_keep_query_text,
         )
 
     def _configured_llm(self) -> Any:
@@ -417,28 +414,6 @@ class RunbookIndex:
                         self.settings.model, batch_size=self.settings.batch_size
                     )
         return self._embedder
-
-
-def _local_audit_key(index_path: Path) -> bytes:
-    """A random key kept in the index folder (mode 0600), made on first use. Set
-    RUNBOOK_RAG_AUDIT_KEY from a secret store instead, so the key does not sit by the log."""
-    path = index_path / ".audit.key"
-    if not path.exists():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot create the audit key here ({exc.strerror}); set RUNBOOK_RAG_AUDIT_KEY "
-                "(and RUNBOOK_RAG_AUDIT_LOG when the index folder is read-only)",
-                path=path,
-            ) from None
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-    return load_key(key_file=path)
 
 
 def sync_confluence(

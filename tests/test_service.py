@@ -22,8 +22,9 @@ import uvicorn
 
 from runbook_rag import RunbookIndex, Settings
 from runbook_rag.audit import verify
+from runbook_rag.cli import main
 from runbook_rag.errors import ConfigError
-from runbook_rag.service import create_app, load_tokens, token_digest
+from runbook_rag.service import create_app, load_tokens, server_config, token_digest
 
 from .conftest import HashEmbedder
 
@@ -63,11 +64,11 @@ def tokens_file(path: Path) -> Path:
 
 
 class Server:
-    def __init__(self, app: Any) -> None:
+    """The service's own uvicorn configuration (limits and deadline included), in a thread."""
+
+    def __init__(self, app: Any, **limits: Any) -> None:
         self.port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
+        self.server = uvicorn.Server(server_config(app, host="127.0.0.1", port=self.port, **limits))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 20
@@ -228,43 +229,37 @@ def test_tokens_file_errors_name_the_file(tmp_path: Path) -> None:
         load_tokens(bad)
 
 
+def start_service(index: Path, tokens: Path, log: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``runbook-rag serve`` as its own process, once it answers /healthz."""
+    port = free_port()
+    exe = str(Path(sys.executable).with_name("runbook-rag"))
+    command = [exe, "serve", "--index", str(index), "--tokens", str(tokens), "--port", str(port)]
+    proc = subprocess.Popen(
+        [*command, "--audit-log", str(log), *args],
+        env={**os.environ, "RUNBOOK_RAG_AUDIT_KEY": KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the service did not start")
+
+
 def test_killed_mid_load_and_restarted_the_audit_log_verifies(
     tmp_path: Path, sample_index_path: Path
 ) -> None:
     log = tmp_path / "audit.log"
     tokens = tokens_file(tmp_path / "tokens.json")
-    env = {**os.environ, "RUNBOOK_RAG_AUDIT_KEY": KEY}
-    exe = str(Path(sys.executable).with_name("runbook-rag"))
 
     def start() -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                exe,
-                "serve",
-                "--index",
-                str(sample_index_path),
-                "--tokens",
-                str(tokens),
-                "--port",
-                str(port),
-                "--audit-log",
-                str(log),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    return proc, url
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        proc.kill()
-        raise AssertionError("the service did not start")
+        return start_service(sample_index_path, tokens, log)
 
     def load(url: str, n: int) -> None:
         def one(i: int) -> None:
@@ -277,7 +272,9 @@ def test_killed_mid_load_and_restarted_the_audit_log_verifies(
     proc, url = start()
     loader = threading.Thread(target=load, args=(url, 400))
     loader.start()
-    time.sleep(1.5)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log.exists() or log.read_bytes().count(b"\n") < 20):
+        time.sleep(0.05)  # until the load is under way: records are being written
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     loader.join()
@@ -312,3 +309,173 @@ def test_an_unwritable_audit_trail_is_503_and_no_answer(
             }
     finally:
         server.stop()
+
+
+def read_reply(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (30 s bounds a hang)."""
+    sock.settimeout(30)
+    data = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def request_head(framing: str, authorization: str | None, path: str = "/v1/search") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: runbooks\r\nContent-Type: application/json\r\n{framing}\r\n"
+    if authorization:
+        head += f"Authorization: {authorization}\r\n"
+    return (head + "\r\n").encode()
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer tok-unknown-7", "Basic dG9rLXNyZS0xOg==", "Bearer"])
+@pytest.mark.parametrize("framing", ["Transfer-Encoding: chunked", "Content-Length: 900"])
+def test_a_body_is_not_read_before_its_token_is_known(
+    service, authorization: str | None, framing: str
+) -> None:
+    url, _ = service
+    for path in ("/v1/search", "/v1/ask", "/v1/unknown"):
+        with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+            # Headers only: the server answers without waiting for a body it will not read.
+            sock.sendall(request_head(framing, authorization, path))
+            reply = read_reply(sock)
+        assert reply.startswith(b"HTTP/1.1 401 "), reply[:80]
+        assert b"connection: close" in reply.lower() and b'"unauthorized"' in reply
+
+
+def test_a_body_over_the_limit_is_refused_as_it_streams(service) -> None:
+    url, _ = service
+    bearer = f"Bearer {TOKENS['sre']}"
+    with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+        sock.sendall(request_head("Content-Length: 16385", bearer))  # announced: refused unread
+        assert read_reply(sock).startswith(b"HTTP/1.1 413 ")
+    with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+        sock.sendall(request_head("Transfer-Encoding: chunked", bearer))
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(8):  # 32 KiB in 4 KiB chunks: the server stops reading after 16 KiB
+                sock.sendall(b"1000\r\n" + b"a" * 4096 + b"\r\n")
+        reply = read_reply(sock)
+    assert reply == b"" or reply.startswith(b"HTTP/1.1 413 ")
+    small = post(url, "/v1/search", {"query": "kafka lag"}, TOKENS["sre"])
+    assert small.status_code == 200
+
+
+def peak_rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) * 1024
+
+
+def send_big_body(port: int, framing: str, authorization: str | None, size: int) -> bytes:
+    """Stream ``size`` bytes of body until the server closes; what it answered, if anything."""
+    piece = b"x" * 65536
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request_head(framing, authorization))
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(size // len(piece)):
+                sock.sendall(b"10000\r\n" + piece + b"\r\n" if "chunked" in framing else piece)
+        return read_reply(sock)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads peak memory from /proc")
+def test_oversized_bodies_leave_the_servers_peak_memory_flat(tmp_path: Path, sample_index_path: Path) -> None:
+    tokens = tokens_file(tmp_path / "tokens.json")
+    proc, url = start_service(sample_index_path, tokens, tmp_path / "audit.log")
+    try:
+        for _ in range(3):  # settle: the first queries load the encoder and filters
+            assert post(url, "/v1/search", {"query": FAILOVER}, TOKENS["sre"]).status_code == 200
+        before = peak_rss(proc.pid)
+        size = 64 * 1024 * 1024
+        for authorization in (f"Bearer {TOKENS['sre']}", None):
+            for framing in ("Transfer-Encoding: chunked", f"Content-Length: {size}"):
+                reply = send_big_body(port_of(url), framing, authorization, size)
+                assert reply == b"" or reply.startswith((b"HTTP/1.1 413 ", b"HTTP/1.1 401 ")), reply[:60]
+        grown = peak_rss(proc.pid) - before
+        assert grown < 8 * 1024 * 1024, f"peak memory grew by {grown / 2**20:.1f} MiB"
+        assert post(url, "/v1/search", {"query": FAILOVER}, TOKENS["sre"]).status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_half_open_and_slow_clients_are_disconnected_and_others_served(
+    tmp_path: Path, sample_index_path: Path, model
+) -> None:
+    index = RunbookIndex(
+        sample_index_path, settings=Settings(audit_log=tmp_path / "a.log", audit_key=KEY), embedder=model
+    )
+    app = create_app(index, load_tokens(tokens_file(tmp_path / "t.json")))
+    server = Server(app, request_timeout=3.0, max_connections=16, max_connections_per_client=8)
+    port, body = server.port, {"query": "kafka consumer lag"}
+    bearer = {"Authorization": f"Bearer {TOKENS['sre']}"}
+    try:
+        flood = []
+        for _ in range(30):  # never finish their headers
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(b"POST /v1/search HTTP/1.1\r\nHost: runbooks\r\nContent-Le")
+            flood.append(sock)
+        # The flood holds its address's share; a caller from another address is served.
+        other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=30)
+        with other:
+            assert other.post(server.url + "/v1/search", json=body, headers=bearer).status_code == 200
+        replies = [read_reply(sock) for sock in flood]
+        for sock in flood:
+            sock.close()
+        refused = sum(r.startswith(b"HTTP/1.1 503 ") for r in replies)
+        timed_out = sum(r.startswith(b"HTTP/1.1 408 ") for r in replies)
+        assert refused + timed_out == 30 and refused >= 1 and timed_out >= 1
+
+        # A client that trickles its headers is closed all the same: bytes do not extend the deadline.
+        head = request_head("Content-Length: 2", bearer["Authorization"])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.settimeout(0.2)
+            sent, reply = 0, None
+            while reply is None and sent < len(head):
+                sock.sendall(head[sent : sent + 1])
+                sent += 1
+                try:
+                    reply = sock.recv(1024)  # waits for the close, 0.2 s at a time
+                except TimeoutError:
+                    continue
+            assert sent < len(head) and reply is not None and reply.startswith(b"HTTP/1.1 408 ")
+
+        # A body that stops halfway is closed too, and the connection's slot is freed.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(request_head("Content-Length: 100", bearer["Authorization"]) + b'{"query": ')
+            assert not read_reply(sock).startswith(b"HTTP/1.1 200")
+        assert httpx.post(server.url + "/v1/search", json=body, headers=bearer, timeout=30).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "endpoints", [["metrics", "search"], ["ask", "metrics"], ["search", "metrics", "ask"]]
+)
+def test_a_token_that_may_query_and_read_metrics_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], endpoints: list[str]
+) -> None:
+    path = tmp_path / "tokens.yaml"
+    entries = [
+        {
+            "token_sha256": token_digest("tok-prom-2"),
+            "user": "prometheus",
+            "groups": ["m"],
+            "endpoints": ["metrics"],
+        },
+        {
+            "token_sha256": token_digest("tok-mixed"),
+            "user": "grafana-bot",
+            "groups": ["sre"],
+            "endpoints": endpoints,
+        },
+    ]
+    path.write_text(json.dumps(entries))
+    with pytest.raises(ConfigError, match=r"tokens\.yaml: entry 2: the token of user 'grafana-bot' combines"):
+        load_tokens(path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["serve", "--index", str(tmp_path / "no-index"), "--tokens", str(path)])
+    assert stopped.value.code == 2
+    assert "grafana-bot" in capsys.readouterr().err
