@@ -110,7 +110,7 @@ def main() -> None:
     )
 
     index = RunbookIndex(work / "ours")  # as served: queries through the index's exported encoder
-    query_embedder = index._query_embedder()
+    query_embedder = index._served.encoder(index.manifest)
     print(f"query embedder: {type(query_embedder).__name__}")
     label_sets = index.manifest.label_sets
     groups = sorted({g for key in label_sets for g in key.split(LABEL_SEP)})

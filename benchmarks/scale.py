@@ -212,7 +212,7 @@ def write(
 def measure(path: Path, base: list[Chunk], services: list[str], count: int, rng: np.random.Generator) -> None:
     index = RunbookIndex(path)
     manifest = index.manifest
-    query_embedder = index._query_embedder()
+    query_embedder = index._served.encoder(index.manifest)
     print(f"\nquery embedder: {type(query_embedder).__name__}; {len(manifest.label_sets)} label sets")
     queries = []
     for n in range(count):

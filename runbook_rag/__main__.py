@@ -1,3 +1,6 @@
+"""``python -m runbook_rag``: the same as the ``runbook-rag`` command."""
+
 from .cli import main
 
-main()
+if __name__ == "__main__":
+    main()

@@ -34,23 +34,28 @@ the library and ``runbook-rag audit verify`` both use.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import hmac
 import json
 import os
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from pydantic import SecretStr
 
+from .atomic import fsync_dir
 from .errors import ConfigError, RunbookRagError
+from .records import Answer, Hit, Principal, QueryTrace
 from .redaction import redact
-from .settings import Settings
+from .settings import AuditSettings
 
+T = TypeVar("T")
 GENESIS = "0" * 64
 MIN_KEY_BYTES = 16
 HEAD_KIND = "runbook-rag.audit-head"
@@ -110,37 +115,37 @@ class AuditSetup:
 
 
 def resolve_audit(
-    settings: Settings,
+    settings: AuditSettings,
     *,
-    index: Path | str | None = None,
+    index: Path | str,
     log: Path | str | None = None,
     key_file: Path | str | None = None,
     head: Path | str | None = None,
 ) -> AuditSetup:
     """The log, key and head of an index's audit trail; explicit arguments win over ``settings``.
 
-    The key: ``key_file``, else ``audit_key_file``, else ``audit_key``, else the index's own
-    ``.audit.key``. The log: ``log``, else ``audit_log``, else ``audit.log`` in the index folder.
-    The head: ``head``, else ``audit_head``, else :func:`default_head` beside the key file, or
-    in the index folder when the key comes from ``RUNBOOK_RAG_AUDIT_KEY``.
+    The key: ``key_file``, else ``settings.key_file``, else ``settings.key``, else the index's
+    own ``.audit.key``. The log: ``log``, else ``settings.log``, else ``audit.log`` in the index
+    folder. The head: ``head``, else ``settings.head``, else :func:`default_head` beside the key
+    file, or in the index folder when the key comes from ``RUNBOOK_RAG_AUDIT_KEY``.
     """
-    folder = Path(index) if index is not None else settings.index
-    log_path = Path(log) if log is not None else settings.audit_log or folder / "audit.log"
-    key_path = Path(key_file) if key_file is not None else settings.audit_key_file
-    local = key_path is None and settings.audit_key is None
+    folder = Path(index)
+    log_path = Path(log) if log is not None else settings.log or folder / "audit.log"
+    key_path = Path(key_file) if key_file is not None else settings.key_file
+    local = key_path is None and settings.key is None
     if local:
         key_path = folder / _LOCAL_KEY
     if head is not None:
         head_path = Path(head)
-    elif settings.audit_head is not None:
-        head_path = settings.audit_head
+    elif settings.head is not None:
+        head_path = settings.head
     else:
         head_path = default_head(log_path, beside=key_path or folder / _LOCAL_KEY)
     return AuditSetup(
         log=log_path,
         head=head_path,
         key_file=key_path,
-        key_value=settings.audit_key if key_path is None else None,
+        key_value=settings.key if key_path is None else None,
         local_key=local,
     )
 
@@ -149,10 +154,11 @@ def default_head(log: Path | str, *, beside: Path | str) -> Path:
     """The head of ``log`` kept beside the key file ``beside``: ``<key stem>.<log name>-<id>.head``.
 
     One head per log (several logs may share a key): ``<id>`` is taken from the log's absolute
-    path, so the library and the CLI find the same head for the same file.
+    path as configured (links are not followed: a log swapped for a link keeps its head), so
+    the library and the CLI find the same head for the same file.
     """
     log, beside = Path(log), Path(beside)
-    ident = hashlib.sha256(os.fsencode(log.resolve())).hexdigest()[:12]
+    ident = hashlib.sha256(os.fsencode(os.path.abspath(log))).hexdigest()[:12]
     return beside.with_name(f"{beside.stem}.{log.name[:64]}-{ident}.head")
 
 
@@ -236,7 +242,7 @@ class AuditLog:
         record.update(_scrub(fields))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
             with os.fdopen(fd, "r+b", buffering=0) as fh:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
                 try:
@@ -249,6 +255,8 @@ class AuditLog:
                 finally:
                     fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise AuditError("the log is a symbolic link; name the file itself", path=self.path) from None
             raise AuditError(exc.strerror or str(exc) or type(exc).__name__, path=self.path) from None
         return record
 
@@ -278,7 +286,7 @@ class AuditLog:
                 out.close()
                 os.replace(tmp, head)
                 replaced = True
-                _fsync_dir(head.parent)
+                fsync_dir(head.parent)
             except OSError as exc:
                 raise AuditError(
                     f"the record was written but its head {head} was not ({exc.strerror}); "
@@ -332,6 +340,135 @@ class AuditLog:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audited query: what its record in the trail says, given to subscribers once written.
+
+    ``query`` is masked (or None when the trail keeps only its HMAC). ``answered`` marks an
+    ``ask``, whose record also carries the model, its tokens and any fallback reason.
+    """
+
+    ts: str
+    request_id: str
+    action: str
+    interface: str
+    principal_id: str
+    groups: tuple[str, ...]
+    query: str | None
+    generation: str | None
+    outcome: str
+    latency_ms: float
+    mode: str | None = None
+    withheld: int | None = None
+    chunk_ids: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    answered: bool = False
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    fallback_reason: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> AuditEvent:
+        tokens = record.get("tokens") or {}
+        principal = record.get("principal") or {}
+        return cls(
+            ts=str(record["ts"]),
+            request_id=str(record["request_id"]),
+            action=str(record.get("action")),
+            interface=str(record.get("interface")),
+            principal_id=str(principal.get("id")),
+            groups=tuple(principal.get("groups") or ()),
+            query=record.get("query"),
+            generation=record.get("generation"),
+            outcome=str(record.get("outcome")),
+            latency_ms=float(record.get("latency_ms") or 0.0),
+            mode=record.get("mode"),
+            withheld=record.get("withheld"),
+            chunk_ids=tuple(record.get("chunk_ids") or ()),
+            sources=tuple(record.get("sources") or ()),
+            answered="fallback_reason" in record,
+            model=record.get("model"),
+            prompt_tokens=tokens.get("prompt"),
+            completion_tokens=tokens.get("completion"),
+            fallback_reason=record.get("fallback_reason"),
+        )
+
+
+class Auditor:
+    """Runs queries and writes one record for each, ok or failed; subscribers get the event."""
+
+    def __init__(self, log: AuditLog, *, interface: str) -> None:
+        self.log = log
+        self.interface = interface
+        self.subscribers: list[Callable[[AuditEvent], None]] = []
+
+    def run(
+        self,
+        action: str,
+        principal: Principal,
+        query: str,
+        run: Callable[[QueryTrace], T],
+        *,
+        generation: Callable[[], str | None],
+    ) -> T:
+        """``run`` the query, then append its record; a record that cannot be written fails it."""
+        started = time.perf_counter()
+        trace = QueryTrace()
+        try:
+            result = run(trace)
+        except Exception as exc:  # every failure is audited too, then raised as it was
+            self._append(
+                action, principal, query, trace, generation, started, None, f"error:{type(exc).__name__}"
+            )
+            raise
+        self._append(action, principal, query, trace, generation, started, result, None)
+        return result
+
+    def _append(
+        self,
+        action: str,
+        principal: Principal,
+        query: str,
+        trace: QueryTrace,
+        generation: Callable[[], str | None],
+        started: float,
+        result: object,
+        outcome: str | None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "action": action,
+            "interface": self.interface,
+            "principal": {"id": principal.user_id, "groups": sorted(principal.groups)},
+            "query": query if isinstance(query, str) else "",
+            "generation": trace.generation or generation(),
+            "withheld": trace.withheld,
+            "mode": trace.mode,
+        }
+        if isinstance(result, Answer):
+            usage = result.usage
+            fields.update(
+                mode=result.mode,
+                chunk_ids=[c.chunk_id for c in result.citations],
+                sources=sorted({c.source for c in result.citations}),
+                model=usage.model if usage else None,
+                tokens=(
+                    {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens} if usage else None
+                ),
+                fallback_reason=result.fallback_reason,
+            )
+            outcome = "abstained" if result.abstained else "answered"
+        elif isinstance(result, list):
+            hits: list[Hit] = result
+            fields.update(chunk_ids=[h.chunk_id for h in hits], sources=sorted({h.source for h in hits}))
+            outcome = "ok" if hits else "no_results"
+        fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        fields["outcome"] = outcome
+        event = AuditEvent.from_record(self.log.append(**fields))
+        for subscriber in self.subscribers:
+            subscriber(event)
+
+
+@dataclass(frozen=True, slots=True)
 class _Sealed:
     records: int
     last_mac: str
@@ -370,14 +507,6 @@ def _read_head(path: Path, key: bytes) -> _Sealed | str | None:
     if not _same(head["mac"], _head_mac(key, body)):
         return "has an HMAC that does not match: it was altered, or sealed with another key"
     return _Sealed(head["records"], head["last_mac"])
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _n(records: int) -> str:
@@ -497,11 +626,13 @@ def verify(path: Path | str, *, key: bytes, head: Path | str | None = None) -> V
     path = Path(path)
     head_path = Path(head) if head is not None else None
     try:
-        with open(path, "rb") as fh:
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
             return _verify_open(fh, key, head_path)
     except FileNotFoundError:
         pass
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return _verdict(0, None, "the log is a symbolic link: verify the file itself", head_path, None)
         raise ConfigError(f"cannot read the audit log: {exc.strerror}", path=path) from None
     # No log: a failure when its head says it held records, else an error as for any unreadable log.
     sealed = _head_for_verify(head_path, key)
@@ -599,3 +730,12 @@ def _lines(fh: IO[bytes], size: int) -> Iterator[tuple[int, bytes]]:
         line = line[:remaining]
         remaining -= len(line)
         yield number, line.rstrip(b"\n")
+
+
+def open_auditor(settings: AuditSettings, *, index: Path | str, interface: str) -> Auditor:
+    """The auditor of the index at ``index``: its log, key (made on first use) and head."""
+    setup = resolve_audit(settings, index=index)
+    log = AuditLog(
+        setup.log, key=setup.load_key(create=True), head=setup.head, keep_query_text=settings.keep_query_text
+    )
+    return Auditor(log, interface=interface)

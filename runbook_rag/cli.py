@@ -316,18 +316,18 @@ def index_info(index_path: Path | None, as_json: bool) -> None:
 
     info = RunbookIndex(index_path).info()
     if as_json:
-        _emit(info)
+        _emit(info.to_dict())
         return
-    click.echo(f"index       {info['index']}")
+    click.echo(f"index       {info.index}")
     for key in ("generation", "built_at", "model_id", "dimension", "documents", "chunks", "query_encoder"):
-        click.echo(f"{key:11s} {info[key]}")
+        click.echo(f"{key:11s} {getattr(info, key)}")
     click.echo("chunks per label set:")
-    for labels, count in dict(info["label_set_counts"]).items():  # type: ignore[call-overload]
+    for labels, count in info.label_set_counts.items():
         click.echo(f"  {count:6d}  {labels}")
-    report = dict(info["report"])  # type: ignore[call-overload]
+    report = info.report
     click.echo(
-        f"last build: {len(report.get('skipped', []))} skipped, {len(report.get('findings', {}))} documents "
-        f"with masked values, {len(report.get('quarantined', []))} passages quarantined"
+        f"last build: {len(report.skipped)} skipped, {len(report.findings)} documents "
+        f"with masked values, {len(report.quarantined)} passages quarantined"
     )
 
 
@@ -445,7 +445,10 @@ def audit_verify(
     from .audit import resolve_audit, verify
     from .settings import Settings
 
-    setup = resolve_audit(Settings(), index=index_path, log=log_file, key_file=key_file, head=head_file)
+    settings = Settings()
+    setup = resolve_audit(
+        settings.audit, index=index_path or settings.index, log=log_file, key_file=key_file, head=head_file
+    )
     verdict = verify(setup.log, key=setup.load_key(), head=setup.head)
     if as_json:
         _emit(verdict.to_dict())

@@ -18,17 +18,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .answer import extractive_answer
 from .errors import ConfigError
-from .records import Principal
-
-if TYPE_CHECKING:
-    from .index import RunbookIndex
-    from .retrieval import Mode
+from .records import Hit, Principal
 
 CUTOFFS = (1, 5, 10)
 
@@ -138,15 +134,21 @@ class EvalReport:
         return out
 
 
+class Search(Protocol):
+    """An audited search returning one hit per runbook, best first (``RunbookIndex.search_documents``)."""
+
+    def __call__(self, query: str, *, principal: Principal, k: int) -> list[Hit]: ...
+
+
 def evaluate(
-    index: RunbookIndex,
+    search: Search,
     queries: Sequence[EvalQuery],
     *,
     principal: Principal | None = None,
     k: int = 10,
-    mode: Mode | None = None,
+    abstain_below: float,
 ) -> EvalReport:
-    """Run every query as its principal and measure the results."""
+    """Run every query as its principal through ``search`` and measure the results."""
     results = []
     for query in queries:
         who = principal
@@ -156,13 +158,8 @@ def evaluate(
             raise ConfigError(f"query {query.id!r} has no groups and no principal was given")
         started = time.perf_counter()
         # One chunk per runbook: the hits are then the document ranking itself.
-        hits = index._audited(  # audited as "eval"
-            "eval",
-            who,
-            query.query,
-            lambda audit, q=query.query, p=who: index._search(q, p, max(k, *CUTOFFS), mode, 1, audit),  # type: ignore[misc]
-        )
-        answer = extractive_answer(query.query, hits, abstain_below=index.settings.abstain_below)
+        hits = search(query.query, principal=who, k=max(k, *CUTOFFS))
+        answer = extractive_answer(query.query, hits, abstain_below=abstain_below)
         seconds = time.perf_counter() - started
         ranked = tuple(dict.fromkeys(h.source for h in hits))
         cited = tuple(c.source for c in answer.citations)

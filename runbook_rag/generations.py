@@ -14,17 +14,22 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from .atomic import atomic_write
 from .errors import IndexNotFoundError, IndexStateError
+from .records import BuildReport
+
+if TYPE_CHECKING:
+    from .settings import ChromaSettings
+    from .store import ChromaServer, ChromaStore
 
 SCHEMA_VERSION = 1
 POINTER = "CURRENT"
@@ -54,17 +59,9 @@ class Manifest(BaseModel):
     query_encoder: str | None = None
     report: dict[str, Any] = {}
 
-    @property
-    def skipped(self) -> list[dict[str, Any]]:
-        return list(self.report.get("skipped", []))
-
-    @property
-    def findings(self) -> dict[str, dict[str, int]]:
-        return dict(self.report.get("findings", {}))
-
-    @property
-    def quarantined(self) -> list[dict[str, Any]]:
-        return list(self.report.get("quarantined", []))
+    def build_report(self) -> BuildReport:
+        """The last build's report (counts and names), as the build returned it."""
+        return BuildReport.from_dict({**self.report, "generation": self.generation})
 
 
 def new_generation_name() -> str:
@@ -113,20 +110,6 @@ def publish(index_path: Path, name: str) -> None:
     atomic_write(index_path / POINTER, name + "\n")
 
 
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def remove_stale(index_path: Path) -> None:
     """Keep the published generation and the one before it (for rollback), and the query
     encoders they use; remove everything else, including what a killed build left."""
@@ -166,7 +149,7 @@ def build_lock(index_path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def verify_generation(layout: Any, store: Any, manifest: Manifest) -> list[str]:
+def verify_generation(layout: Layout, store: ChromaStore, manifest: Manifest) -> list[str]:
     """Check a published generation: the store matches the manifest, every chunk has
     valid labels, and nothing is left over."""
     from .access import LabelError, label_key, validate_labels
@@ -220,8 +203,29 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+class Layout(Protocol):
+    """Where an index's generations live; the file and Chroma-server layouts implement it."""
+
+    path: Path
+    """The local index folder (build lock, query encoders, lexical indexes)."""
+    refresh_interval: float
+    """Seconds between checks of the pointer by long-lived readers (0: before every query)."""
+
+    def pointer(self) -> str | None: ...
+    def load(self) -> tuple[ChromaStore, Manifest]: ...
+    def create_store(self, name: str) -> ChromaStore: ...
+    def publish(self, manifest: Manifest) -> None: ...
+    def update_manifest(self, manifest: Manifest) -> None: ...
+    def lexical_dir(self, name: str) -> Path: ...
+    def discard(self, name: str) -> None: ...
+    def remove_stale(self) -> None: ...
+    def orphans(self) -> list[str]: ...
+
+
 class FileLayout:
     """Generations as Chroma folders under the index folder (the embedded default)."""
+
+    refresh_interval = 0.0
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -229,13 +233,13 @@ class FileLayout:
     def pointer(self) -> str | None:
         return read_pointer(self.path)
 
-    def load(self) -> tuple[Any, Manifest]:
+    def load(self) -> tuple[ChromaStore, Manifest]:
         from .store import ChromaStore
 
         gen_dir, manifest = load_manifest(self.path)
         return ChromaStore(gen_dir), manifest
 
-    def create_store(self, name: str) -> Any:
+    def create_store(self, name: str) -> ChromaStore:
         from .store import ChromaStore
 
         return ChromaStore(self.path / name, create=True)
@@ -261,9 +265,6 @@ class FileLayout:
         return [p.name for p in self.path.glob("gen-*") if p.name != current and not (p / MANIFEST).exists()]
 
 
-REGISTRY = "runbook-rag-registry"
-
-
 class ServerLayout:
     """Generations as collections on a Chroma server, for several builders and bots.
 
@@ -275,30 +276,23 @@ class ServerLayout:
     from the server's collection on first open).
     """
 
-    def __init__(self, path: Path, client: Any) -> None:
+    refresh_interval = 1.0  # a pointer check is a request: at most once a second
+
+    def __init__(self, path: Path, server: ChromaServer) -> None:
         self.path = path
         self.name = (
             "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in path.resolve().name) or "default"
         )
-        self._client = client
-        self._registry = client.get_or_create_collection(REGISTRY, embedding_function=None)
+        self._server = server
 
     def _collection(self, generation: str) -> str:
         return f"rr-{self.name}-{generation}"
 
-    def _record(self) -> tuple[str | None, dict[str, Any]]:
-        got = self._registry.get(ids=[self.name], include=["documents", "metadatas"])
-        if not got["ids"]:
-            return None, {}
-        return got["documents"][0], dict(got["metadatas"][0] or {})
-
     def pointer(self) -> str | None:
-        return self._record()[1].get("generation") or None
+        return self._server.record(self.name)[1].get("generation") or None
 
-    def load(self) -> tuple[Any, Manifest]:
-        from .store import ChromaStore
-
-        document, _ = self._record()
+    def load(self) -> tuple[ChromaStore, Manifest]:
+        document, _ = self._server.record(self.name)
         if not document:
             raise IndexNotFoundError(
                 f"no index named {self.name!r} on the Chroma server (run: runbook-rag build SOURCE_DIR)",
@@ -312,45 +306,35 @@ class ServerLayout:
             raise IndexStateError(
                 f"index schema {manifest.schema_version} is not supported; rebuild it", path=self.path
             )
-        return ChromaStore(client=self._client, collection=self._collection(manifest.generation)), manifest
+        return self._server.store(self._collection(manifest.generation)), manifest
 
-    def create_store(self, name: str) -> Any:
-        from .store import ChromaStore
-
-        return ChromaStore(client=self._client, collection=self._collection(name), create=True)
+    def create_store(self, name: str) -> ChromaStore:
+        return self._server.store(self._collection(name), create=True)
 
     def publish(self, manifest: Manifest) -> None:
         previous = self.pointer() or ""
-        self._write(
-            manifest, previous if previous != manifest.generation else self._record()[1].get("previous", "")
-        )
+        if previous == manifest.generation:
+            previous = self._server.record(self.name)[1].get("previous", "")
+        self._write(manifest, previous)
 
     def update_manifest(self, manifest: Manifest) -> None:
-        self._write(manifest, self._record()[1].get("previous", ""))
+        self._write(manifest, self._server.record(self.name)[1].get("previous", ""))
 
     def _write(self, manifest: Manifest, previous: str) -> None:
-        self._registry.upsert(
-            ids=[self.name],
-            embeddings=[[1.0]],
-            documents=[manifest.model_dump_json()],
-            metadatas=[{"generation": manifest.generation, "previous": previous}],
-        )
+        metadata = {"generation": manifest.generation, "previous": previous}
+        self._server.put_record(self.name, manifest.model_dump_json(), metadata)
 
     def lexical_dir(self, name: str) -> Path:
         return self.path / LEXICAL / name
 
     def discard(self, name: str) -> None:
-        from .store import drop_collection
-
-        drop_collection(self._client, self._collection(name))
+        self._server.drop(self._collection(name))
         shutil.rmtree(self.lexical_dir(name), ignore_errors=True)
 
     def remove_stale(self) -> None:
-        from .store import drop_collection
-
         for name in self._stale():
-            drop_collection(self._client, name)
-        _, meta = self._record()
+            self._server.drop(name)
+        _, meta = self._server.record(self.name)
         keep = {meta.get("generation"), meta.get("previous")}
         for path in (self.path / LEXICAL).glob("*"):
             if path.name not in keep:
@@ -359,31 +343,28 @@ class ServerLayout:
             shutil.rmtree(path, ignore_errors=True)
 
     def _stale(self) -> list[str]:
-        from .store import list_collections
-
-        _, meta = self._record()
+        _, meta = self._server.record(self.name)
         keep = {self._collection(g) for g in (meta.get("generation"), meta.get("previous")) if g}
         prefix = f"rr-{self.name}-gen-"
-        return [n for n in list_collections(self._client) if n.startswith(prefix) and n not in keep]
+        return [n for n in self._server.collections() if n.startswith(prefix) and n not in keep]
 
     def orphans(self) -> list[str]:
         return self._stale()
 
 
-def open_layout(path: Path, settings: Any) -> FileLayout | ServerLayout:
-    """The layout the settings select: a Chroma server when ``chroma_host`` is set."""
-    if not getattr(settings, "chroma_host", None):
+def open_layout(path: Path, chroma: ChromaSettings) -> Layout:
+    """The layout the settings select: a Chroma server when ``chroma.host`` is set."""
+    if not chroma.host:
         return FileLayout(path)
-    from .store import server_client
+    from .store import ChromaServer
 
-    token = settings.chroma_token.get_secret_value() if settings.chroma_token else None
-    client = server_client(
-        host=settings.chroma_host,
-        port=settings.chroma_port,
-        ssl=settings.chroma_ssl,
-        token=token,
-        tenant=settings.chroma_tenant,
-        database=settings.chroma_database,
+    server = ChromaServer.connect(
+        host=chroma.host,
+        port=chroma.port,
+        ssl=chroma.ssl,
+        token=chroma.token.get_secret_value() if chroma.token else None,
+        tenant=chroma.tenant,
+        database=chroma.database,
     )
     path.mkdir(parents=True, exist_ok=True)
-    return ServerLayout(path, client)
+    return ServerLayout(path, server)

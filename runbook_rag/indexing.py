@@ -18,20 +18,20 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .access import AccessMap, label_key
-from .chunking import DEFAULT_MAX_CHUNKS, chunk_document
+from .chunking import chunk_document
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import ConfigError, IndexStateError, SourceError
 from .generations import (
     ENCODERS,
     SCHEMA_VERSION,
     FileLayout,
+    Layout,
     Manifest,
-    ServerLayout,
     build_lock,
     new_generation_name,
     package_versions,
@@ -40,10 +40,12 @@ from .lexical import CHUNKS_FILE, LexicalIndex
 from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
 from .screening import DocumentScreen
-from .sources import DEFAULT_MAX_BYTES, DEFAULT_MAX_LINE_CHARS, load_documents
+from .settings import SourceLimits
+from .sources import load_documents
 
 CHUNKER_VERSION = 1
 log = logging.getLogger("runbook_rag")
+DEFAULT_LIMITS = SourceLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +88,15 @@ def prepare(
     *,
     embedder: Embedder,
     access_map: AccessMap | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
-    max_chunks: int = DEFAULT_MAX_CHUNKS,
+    limits: SourceLimits = DEFAULT_LIMITS,
 ) -> Prepared:
     """Load, redact, chunk and screen every source (no store involved)."""
+    max_chunks = limits.max_chunks_per_document
     loaded = load_documents(
         source_dirs,
         access_map=access_map,
-        max_bytes=max_bytes,
-        max_line_chars=max_line_chars,
+        max_bytes=limits.max_file_bytes,
+        max_line_chars=limits.max_line_chars,
         max_words=max_chunks * embedder.max_tokens,
     )
     skipped = list(loaded.skipped)
@@ -156,12 +157,10 @@ def build_index(
     *,
     index_path: Path | str,
     embedder: Embedder,
-    layout: FileLayout | ServerLayout | None = None,
+    layout: Layout | None = None,
     access_map: AccessMap | None = None,
     allow_empty: bool = False,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
-    max_chunks: int = DEFAULT_MAX_CHUNKS,
+    limits: SourceLimits = DEFAULT_LIMITS,
     dry_run: bool = False,
     progress: bool = False,
 ) -> BuildReport:
@@ -179,14 +178,7 @@ def build_index(
     index_path.mkdir(parents=True, exist_ok=True)
     layout = layout or FileLayout(index_path)
     with build_lock(index_path):
-        prepared = prepare(
-            source_dirs,
-            embedder=embedder,
-            access_map=access_map,
-            max_bytes=max_bytes,
-            max_line_chars=max_line_chars,
-            max_chunks=max_chunks,
-        )
+        prepared = prepare(source_dirs, embedder=embedder, access_map=access_map, limits=limits)
         if not prepared.chunks and not allow_empty:
             raise ConfigError(
                 "nothing to index: no document yielded chunks; refusing to replace the index with an empty "
@@ -207,32 +199,21 @@ def build_index(
         elif not dry_run:
             # Nothing to re-index; keep the last build report current (an atomic replace).
             _, manifest = layout.load()
-            report = _report(prepared, diff)
+            report = _kept(_report(prepared, diff))
             if manifest.report != report:
                 layout.update_manifest(manifest.model_copy(update={"report": report}))
         if not dry_run:
             layout.remove_stale()
-    return BuildReport(
-        documents=prepared.documents,
-        chunks=len(prepared.chunks),
+    return replace(
+        _report(prepared, diff),
         embedded=0 if diff.unchanged or dry_run else diff.to_embed,
-        skipped=tuple(prepared.skipped),
         seconds=time.perf_counter() - started,
         generation=generation,
-        warnings=tuple(prepared.warnings),
-        findings=prepared.findings,
-        quarantined=tuple(prepared.quarantined),
-        reused=diff.reused,
-        removed=diff.removed_chunks,
-        relabelled=diff.relabelled_chunks,
-        diff=diff.to_dict(),
         dry_run=dry_run,
     )
 
 
-def _published_state(
-    layout: FileLayout | ServerLayout, embedder: Embedder
-) -> tuple[Any, dict[str, dict[str, Any]]]:
+def _published_state(layout: Layout, embedder: Embedder) -> tuple[Any, dict[str, dict[str, Any]]]:
     """The published store and its chunk metadata, when its vectors can be reused."""
     if layout.pointer() is None:
         return None, {}
@@ -315,7 +296,7 @@ def _vectors(
     return [vectors[k] for k in keys]
 
 
-def _published_lexical(layout: FileLayout | ServerLayout) -> LexicalIndex | None:
+def _published_lexical(layout: Layout) -> LexicalIndex | None:
     """The published generation's lexical index, whose terms unchanged chunks reuse."""
     current = layout.pointer()
     if current is None or not (layout.lexical_dir(current) / CHUNKS_FILE).exists():
@@ -327,23 +308,33 @@ def _published_lexical(layout: FileLayout | ServerLayout) -> LexicalIndex | None
         return None
 
 
-def _report(prepared: Prepared, diff: Diff) -> dict[str, Any]:
-    """The last build report, as kept in the manifest: counts and names, never a value."""
-    return {
-        "skipped": [s.to_dict() for s in prepared.skipped],
-        "warnings": [w.to_dict() for w in prepared.warnings],
-        "findings": prepared.findings,
-        "quarantined": [q.to_dict() for q in prepared.quarantined],
-        "diff": diff.to_dict(),
-        "embedded": 0 if diff.unchanged else diff.to_embed,
-        "reused": diff.reused,
-        "removed": diff.removed_chunks,
-        "relabelled": diff.relabelled_chunks,
-    }
+def _report(prepared: Prepared, diff: Diff) -> BuildReport:
+    """What this build found and changed: counts and names, never a value."""
+    return BuildReport(
+        documents=prepared.documents,
+        chunks=len(prepared.chunks),
+        embedded=0 if diff.unchanged else diff.to_embed,
+        skipped=tuple(prepared.skipped),
+        seconds=0.0,
+        generation="",
+        warnings=tuple(prepared.warnings),
+        findings=prepared.findings,
+        quarantined=tuple(prepared.quarantined),
+        reused=diff.reused,
+        removed=diff.removed_chunks,
+        relabelled=diff.relabelled_chunks,
+        diff=diff.to_dict(),
+    )
+
+
+def _kept(report: BuildReport) -> dict[str, Any]:
+    """The report as the manifest keeps it: without the timing, generation and dry-run flag of
+    one run (read back with ``Manifest.build_report()``)."""
+    return {k: v for k, v in report.to_dict().items() if k not in ("seconds", "generation", "dry_run")}
 
 
 def _write_generation(
-    layout: FileLayout | ServerLayout,
+    layout: Layout,
     prepared: Prepared,
     keys: list[str],
     vectors: list[list[float]],
@@ -357,12 +348,12 @@ def _write_generation(
         vectors,
         embedder,
         documents=prepared.documents,
-        report=_report(prepared, diff),
+        report=_kept(_report(prepared, diff)),
     )
 
 
 def write_generation(
-    layout: FileLayout | ServerLayout,
+    layout: Layout,
     chunks: Sequence[Chunk],
     keys: Sequence[str],
     vectors: Sequence[Sequence[float]],

@@ -21,7 +21,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -33,6 +33,9 @@ from .prompting import Prompt, build_prompt
 from .records import Answer, Citation, Hit, Principal, Usage
 from .redaction import redact
 from .screening import screen
+
+if TYPE_CHECKING:
+    from .settings import LLMSettings
 
 log = logging.getLogger("runbook_rag")
 
@@ -69,6 +72,28 @@ class LLMPolicy:
     backoff: float = 0.5
     link_hosts: frozenset[str] = frozenset()
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def policy_of(settings: LLMSettings) -> LLMPolicy:
+    """How calls and replies are governed, from the ``llm`` settings."""
+    return LLMPolicy(
+        timeout=settings.timeout,
+        retries=settings.retries,
+        link_hosts=frozenset(h.lower() for h in settings.link_hosts),
+        prices=dict(settings.prices or {}),
+    )
+
+
+def configured_llm(settings: LLMSettings) -> Any:
+    """The model the settings name (an OpenAI-compatible endpoint), or None when none is set."""
+    if not settings.base_url:
+        return None
+    if not settings.model:
+        raise ConfigError("llm_base_url is set but no llm_model (RUNBOOK_RAG_LLM_MODEL / --llm-model)")
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return openai_compatible(
+        base_url=settings.base_url, model=settings.model, api_key=key, timeout=settings.timeout
+    )
 
 
 def openai_compatible(*, base_url: str, model: str, api_key: str | None, timeout: float) -> Any:

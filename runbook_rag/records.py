@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +263,35 @@ class BuildReport:
         cardholder = ("pan", "track_data", "cvv")
         return any(kind in cardholder for counts in self.findings.values() for kind in counts)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildReport:
+        """The report from its ``to_dict`` form (a manifest's last build report)."""
+
+        def line(item: dict[str, Any]) -> int | None:
+            return int(item["line"]) if item.get("line") is not None else None
+
+        return cls(
+            documents=int(data.get("documents", 0)),
+            chunks=int(data.get("chunks", 0)),
+            embedded=int(data.get("embedded", 0)),
+            skipped=tuple(Skipped(s["source"], s["reason"], line(s)) for s in data.get("skipped", [])),
+            seconds=float(data.get("seconds", 0.0)),
+            generation=str(data.get("generation", "")),
+            warnings=tuple(
+                BuildWarning(w["source"], w["message"], line(w)) for w in data.get("warnings", [])
+            ),
+            findings={k: dict(v) for k, v in data.get("findings", {}).items()},
+            quarantined=tuple(
+                Quarantined(q["source"], q["lines"][0], q["lines"][1], q["rule"])
+                for q in data.get("quarantined", [])
+            ),
+            reused=int(data.get("reused", 0)),
+            removed=int(data.get("removed", 0)),
+            relabelled=int(data.get("relabelled", 0)),
+            diff={k: list(v) for k, v in data.get("diff", {}).items()},
+            dry_run=bool(data.get("dry_run", False)),
+        )
+
     def to_dict(self) -> dict[str, object]:
         return {
             "documents": self.documents,
@@ -279,3 +309,47 @@ class BuildReport:
             "seconds": round(self.seconds, 3),
             "generation": self.generation,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class IndexInfo:
+    """What an index serves (``index info``): its published generation and last build report."""
+
+    index: str
+    generation: str
+    built_at: str
+    model_id: str
+    dimension: int
+    max_tokens: int
+    documents: int
+    chunks: int
+    label_set_counts: dict[str, int]
+    query_encoder: str | None
+    versions: dict[str, str]
+    report: BuildReport
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "index": self.index,
+            "generation": self.generation,
+            "built_at": self.built_at,
+            "model_id": self.model_id,
+            "dimension": self.dimension,
+            "max_tokens": self.max_tokens,
+            "documents": self.documents,
+            "chunks": self.chunks,
+            "label_sets": sorted(self.label_set_counts),
+            "label_set_counts": self.label_set_counts,
+            "query_encoder": self.query_encoder,
+            "versions": self.versions,
+            "report": self.report.to_dict(),
+        }
+
+
+@dataclass(slots=True)
+class QueryTrace:
+    """What one query's stages note for its audit record while it runs."""
+
+    generation: str | None = None
+    mode: str | None = None
+    withheld: int | None = None

@@ -24,7 +24,7 @@ from .access import check_entitled, is_entitled, where_filter
 from .embedding import Embedder, OnnxQueryEncoder
 from .errors import QueryError
 from .lexical import LexicalIndex, identifiers, terms
-from .records import Hit, Principal
+from .records import Hit, Principal, QueryTrace
 from .redaction import redact
 from .store import ChromaStore, StoredMatch
 
@@ -76,12 +76,12 @@ def search(
     k: int,
     mode: Mode = "hybrid",
     per_document: int = 0,
-    audit: dict[str, object] | None = None,
+    trace: QueryTrace | None = None,
 ) -> list[Hit]:
     """The ``k`` best chunks for ``query`` among those ``principal`` may read, best first.
 
     ``per_document`` (when above 0) caps how many chunks of one source are returned. When
-    ``audit`` is given, ``audit["withheld"]`` is set to how many of the ``k`` nearest chunks of
+    ``trace`` is given, ``trace.withheld`` is set to how many of the ``k`` nearest chunks of
     the whole index the access filter kept from the principal: for the audit trail only.
     """
     if mode not in MODES:
@@ -89,12 +89,12 @@ def search(
     query = validate_query(query, k)
     where = where_filter(principal, retrievers.label_keys)
     store, lexical = retrievers.store, retrievers.lexical
-    if where is None and audit is None:
+    if where is None and trace is None:
         return []
     vector = retrievers.embedder.embed([query])[0]
-    if audit is not None:
+    if trace is not None:
         nearest = store.nearest_labels(vector, k=k)
-        audit["withheld"] = sum(1 for labels in nearest if not is_entitled(principal, labels))
+        trace.withheld = sum(1 for labels in nearest if not is_entitled(principal, labels))
     if where is None:
         return []
     visible = frozenset(where["acl_key"]["$in"])

@@ -19,6 +19,7 @@ leave room for every other caller.
 
 import asyncio
 import hashlib
+import ipaddress
 import json
 import logging
 import re
@@ -33,6 +34,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .audit import AuditEvent
 from .errors import AccessViolation, ConfigError, IndexStateError, QueryError, RunbookRagError
 from .records import Principal
 
@@ -79,6 +81,7 @@ def load_tokens(path: Path | str) -> dict[str, Caller]:
     if not isinstance(entries, list) or not entries:
         raise ConfigError("the tokens file must list {token_sha256, user, groups} entries", path=path)
     out: dict[str, Caller] = {}
+    by_user: dict[str, set[str]] = {}
     for number, raw in enumerate(entries, start=1):
         try:
             entry = TokenEntry.model_validate(raw)
@@ -100,6 +103,17 @@ def load_tokens(path: Path | str) -> dict[str, Caller]:
                 f"entry {number}: the token of user {entry.user!r} combines metrics with "
                 f"{' and '.join(sorted(allowed & QUERY_ENDPOINTS))}; give the monitoring system "
                 "a token of its own with endpoints: [metrics]",
+                path=path,
+            )
+        if digest in out:
+            raise ConfigError(f"entry {number}: the same token as another entry", path=path)
+        held = by_user.setdefault(entry.user, set())
+        held |= allowed
+        if "metrics" in held and held & QUERY_ENDPOINTS:
+            raise ConfigError(
+                f"entry {number}: user {entry.user!r} holds tokens for metrics and for "
+                f"{' and '.join(sorted(held & QUERY_ENDPOINTS))}; the monitoring system needs a user "
+                "of its own",
                 path=path,
             )
         out[digest] = Caller(Principal(entry.user, frozenset(entry.groups)), allowed)
@@ -184,16 +198,16 @@ def create_app(
     limiter = RateLimiter(per_minute)
     bearer = HTTPBearer(auto_error=False)
 
-    def observe(record: dict[str, Any]) -> None:
-        withheld.inc(record.get("withheld") or 0)
-        tokens_used = record.get("tokens") or {}
-        for kind in ("prompt", "completion"):
-            if tokens_used.get(kind):
-                llm_tokens.labels(kind).inc(tokens_used[kind])
-        if record.get("fallback_reason"):
-            fallbacks.labels(record["fallback_reason"]).inc()
+    def observe(event: AuditEvent) -> None:
+        withheld.inc(event.withheld or 0)
+        if event.prompt_tokens:
+            llm_tokens.labels("prompt").inc(event.prompt_tokens)
+        if event.completion_tokens:
+            llm_tokens.labels("completion").inc(event.completion_tokens)
+        if event.fallback_reason:
+            fallbacks.labels(event.fallback_reason).inc()
 
-    index.listeners.append(observe)
+    index.subscribers.append(observe)
 
     app = FastAPI(title="runbook-rag", version="1", description=__doc__)
 
@@ -202,7 +216,7 @@ def create_app(
             requests.labels(path, str(status)).inc()
             latency.labels(path, str(status)).observe(seconds)
 
-    app.add_middleware(_Gate, known=tokens.__contains__, max_body=max_body, record=record)
+    app.add_middleware(_Gate, tokens=tokens, max_body=max_body, record=record)
 
     def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Any:
         return JSONResponse(
@@ -294,21 +308,22 @@ Send = Callable[[Message], Awaitable[None]]
 class _Gate:
     """Outermost ASGI layer: a body is read only for a known token, and never past the limit.
 
-    The token is checked from the headers before any body byte is read (an unknown token
-    gets 401 and the connection closes with the body unread); the body is then read in a
-    stream that stops at ``max_body`` (413), and handed on to the application whole.
+    The token is checked from the headers before any body byte is read: a request with more
+    than one ``Authorization`` header gets 400, an unknown token 401, a token that may not
+    call the endpoint 403, and the connection closes with the body unread. The body is then
+    read in a stream that stops at ``max_body`` (413), and handed on to the application whole.
     """
 
     def __init__(
         self,
         app: Callable[[Scope, Receive, Send], Awaitable[None]],
         *,
-        known: Callable[[str], bool],
+        tokens: dict[str, Caller],
         max_body: int,
         record: Callable[[str, int, float], None],
     ) -> None:
         self.app = app
-        self.known = known
+        self.tokens = tokens
         self.max_body = max_body
         self.record = record
 
@@ -339,18 +354,25 @@ class _Gate:
         length: bytes | None = None
         chunked = False
         token = ""
+        authorizations = 0
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":
                 chunked = True
             elif name == b"authorization":
+                authorizations += 1
                 scheme, _, credentials = value.decode("latin-1").partition(" ")
                 token = credentials.strip() if scheme.lower() == "bearer" else ""
         if not chunked and (length is None or length == b"0"):
             return receive
-        if not token or not self.known(token_digest(token)):
+        if authorizations > 1:
+            return 400
+        caller = self.tokens.get(token_digest(token)) if token else None
+        if caller is None:
             return 401
+        if scope["path"].rsplit("/", 1)[-1] not in caller.endpoints:
+            return 403
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return 413
         body = bytearray()
@@ -376,8 +398,9 @@ class _Gate:
 
 
 _REFUSALS = {
-    400: ("bad_request", "the request body could not be read"),
+    400: ("bad_request", "the request could not be read (one Authorization header, one body)"),
     401: ("unauthorized", "a known bearer token is required"),
+    403: ("forbidden", "this token may not call this endpoint"),
     413: ("too_large", "request bodies are limited to {max_body} bytes"),
 }
 
@@ -420,6 +443,17 @@ class ConnectionLimits:
         self._count -= 1
 
 
+def _client_key(address: str) -> str:
+    """Whom a connection is counted against: its IPv4 address, or its IPv6 /64 network."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip) if ip.version == 6 else str(ip)
+
+
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
 )
@@ -432,7 +466,8 @@ def _guarded_protocol(limits: ConnectionLimits, request_timeout: float) -> type:
     A connection over a limit is answered 503 and closed before its request is read. A
     connection whose request has not fully arrived ``request_timeout`` seconds after it
     opened, or after the first byte of the next request, is answered 408 (when no response
-    is under way) and closed.
+    is under way) and closed; so is one that stops reading its response for as long.
+    Clients are counted by address (an IPv6 client by its /64 network).
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -442,7 +477,7 @@ def _guarded_protocol(limits: ConnectionLimits, request_timeout: float) -> type:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            peer = self.client[0] if self.client else ""
+            peer = _client_key(self.client[0] if self.client else "")
             if not limits.admit(peer):
                 transport.write(_BUSY)
                 transport.close()
@@ -465,6 +500,16 @@ def _guarded_protocol(limits: ConnectionLimits, request_timeout: float) -> type:
             super().on_message_complete()
             self._disarm()
 
+        def pause_writing(self) -> None:
+            # The client is not reading its response: it has as long as a request to resume.
+            super().pause_writing()
+            self._arm()
+
+        def resume_writing(self) -> None:
+            super().resume_writing()
+            if self.cycle is None or self.cycle.more_body is False:
+                self._disarm()
+
         def _arm(self) -> None:
             if self._deadline is None:
                 self._deadline = self.loop.call_later(request_timeout, self._expired)
@@ -477,6 +522,9 @@ def _guarded_protocol(limits: ConnectionLimits, request_timeout: float) -> type:
         def _expired(self) -> None:
             self._deadline = None
             if self.transport.is_closing():
+                return
+            if self.flow.write_paused:  # a client that does not read would hold a close open
+                self.transport.abort()
                 return
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.write(_TIMEOUT)
@@ -502,7 +550,14 @@ def server_config(
     limits = ConnectionLimits(max_connections, max_connections_per_client)
     protocol = _guarded_protocol(limits, request_timeout)
     return uvicorn.Config(
-        app, host=host, port=port, http=protocol, log_level="warning", access_log=False, lifespan="off"
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        ws="none",  # no WebSocket routes: an upgrade request is plain HTTP, counted and timed
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
     )
 
 

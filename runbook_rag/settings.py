@@ -1,8 +1,15 @@
 """One settings object: explicit arguments win over ``RUNBOOK_RAG_*`` environment variables,
-which win over the defaults."""
+which win over the defaults.
+
+Settings are set flat (one environment variable per field, as documented) and read by
+concern: :attr:`Settings.chroma`, :attr:`Settings.llm`, :attr:`Settings.audit`,
+:attr:`Settings.confluence` and :attr:`Settings.limits` are frozen records, and each
+stage receives only its own.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -87,3 +94,94 @@ class Settings(BaseSettings):
     audit_keep_query_text: bool = Field(
         True, description="Keep each query (masked) in the audit trail; when false, only its HMAC."
     )
+    confluence_token: SecretStr | None = Field(
+        None, description="A Confluence API token (Cloud) or personal access token (Data Center)."
+    )
+    confluence_user: str | None = Field(
+        None, description="The account's e-mail on Confluence Cloud (basic auth); unset: bearer token."
+    )
+
+    @property
+    def chroma(self) -> ChromaSettings:
+        """Where generations live: a Chroma server when ``host`` is set, else the index folder."""
+        return ChromaSettings(
+            self.chroma_host,
+            self.chroma_port,
+            self.chroma_ssl,
+            self.chroma_token,
+            self.chroma_tenant,
+            self.chroma_database,
+        )
+
+    @property
+    def llm(self) -> LLMSettings:
+        """The model that writes answers, and how its calls and replies are governed."""
+        return LLMSettings(
+            self.llm_base_url,
+            self.llm_model,
+            self.llm_api_key,
+            self.llm_timeout,
+            self.llm_retries,
+            tuple(self.llm_link_hosts),
+            self.llm_prices,
+        )
+
+    @property
+    def audit(self) -> AuditSettings:
+        """The audit trail: its log, key and sealed head."""
+        return AuditSettings(
+            self.audit_log, self.audit_key, self.audit_key_file, self.audit_head, self.audit_keep_query_text
+        )
+
+    @property
+    def confluence(self) -> ConfluenceSettings:
+        """Credentials for the Confluence REST API."""
+        return ConfluenceSettings(self.confluence_token, self.confluence_user)
+
+    @property
+    def limits(self) -> SourceLimits:
+        """The cost caps of one source document."""
+        return SourceLimits(self.max_file_bytes, self.max_line_chars, self.max_chunks_per_document)
+
+
+@dataclass(frozen=True, slots=True)
+class ChromaSettings:
+    host: str | None = None
+    port: int = 8000
+    ssl: bool = False
+    token: SecretStr | None = None
+    tenant: str = "default_tenant"
+    database: str = "default_database"
+
+
+@dataclass(frozen=True, slots=True)
+class LLMSettings:
+    base_url: str | None = None
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout: float = 30.0
+    retries: int = 2
+    link_hosts: tuple[str, ...] = ()
+    prices: dict[str, dict[str, float]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    log: Path | None = None
+    key: SecretStr | None = None
+    key_file: Path | None = None
+    head: Path | None = None
+    keep_query_text: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ConfluenceSettings:
+    token: SecretStr | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceLimits:
+    max_file_bytes: int = 5 * 1024 * 1024
+    max_line_chars: int = 20_000
+    max_chunks_per_document: int = 2000

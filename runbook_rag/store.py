@@ -250,35 +250,60 @@ def local_client(path: Path) -> Any:
     )
 
 
-def server_client(*, host: str, port: int, ssl: bool, token: str | None, tenant: str, database: str) -> Any:
-    """A client of a Chroma server (``chroma run`` or a distributed deployment)."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
+class ChromaServer:
+    """A Chroma server (``chroma run`` or a distributed deployment): its collections and the
+    registry collection that records, per index name, the published manifest."""
 
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    try:
-        return chromadb.HttpClient(
-            host=host,
-            port=port,
-            ssl=ssl,
-            headers=headers,
-            tenant=tenant,
-            database=database,
-            settings=ChromaSettings(anonymized_telemetry=False),
-        )
-    except (ValueError, chromadb.errors.ChromaError) as exc:
-        # The message names the server, never the token.
-        raise IndexStateError(
-            f"cannot reach the Chroma server: {type(exc).__name__}", path=f"{host}:{port}"
-        ) from None
+    REGISTRY = "runbook-rag-registry"
 
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._registry = client.get_or_create_collection(self.REGISTRY, embedding_function=None)
 
-def list_collections(client: Any) -> list[str]:
-    return [c if isinstance(c, str) else c.name for c in client.list_collections()]
+    @classmethod
+    def connect(
+        cls, *, host: str, port: int, ssl: bool, token: str | None, tenant: str, database: str
+    ) -> ChromaServer:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
 
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        try:
+            client = chromadb.HttpClient(
+                host=host,
+                port=port,
+                ssl=ssl,
+                headers=headers,
+                tenant=tenant,
+                database=database,
+                settings=ChromaSettings(anonymized_telemetry=False),
+            )
+            return cls(client)
+        except (ValueError, chromadb.errors.ChromaError) as exc:
+            # The message names the server, never the token.
+            raise IndexStateError(
+                f"cannot reach the Chroma server: {type(exc).__name__}", path=f"{host}:{port}"
+            ) from None
 
-def drop_collection(client: Any, name: str) -> None:
-    import chromadb
+    def record(self, name: str) -> tuple[str | None, dict[str, Any]]:
+        """The registry record of index ``name``: its published manifest (JSON) and metadata."""
+        got = self._registry.get(ids=[name], include=["documents", "metadatas"])
+        if not got["ids"]:
+            return None, {}
+        return got["documents"][0], dict(got["metadatas"][0] or {})
 
-    with contextlib.suppress(ValueError, chromadb.errors.ChromaError):
-        client.delete_collection(name)
+    def put_record(self, name: str, document: str, metadata: dict[str, Any]) -> None:
+        """Replace the registry record of index ``name`` in one upsert."""
+        self._registry.upsert(ids=[name], embeddings=[[1.0]], documents=[document], metadatas=[metadata])
+
+    def store(self, collection: str, *, create: bool = False) -> ChromaStore:
+        return ChromaStore(client=self.client, collection=collection, create=create)
+
+    def collections(self) -> list[str]:
+        return [c if isinstance(c, str) else c.name for c in self.client.list_collections()]
+
+    def drop(self, collection: str) -> None:
+        import chromadb
+
+        with contextlib.suppress(ValueError, chromadb.errors.ChromaError):
+            self.client.delete_collection(collection)

@@ -355,7 +355,7 @@ def test_a_head_that_cannot_be_written_fails_before_the_record_is(tmp_path: Path
 def test_the_head_sits_beside_the_key_one_per_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     idx, secrets_dir, logs = tmp_path / "idx", tmp_path / "secrets", tmp_path / "logs"
     # The index's own key: the head beside .audit.key in the index folder.
-    local = resolve_audit(Settings(), index=idx)
+    local = resolve_audit(Settings().audit, index=idx)
     assert (local.log, local.key_file, local.local_key) == (idx / "audit.log", idx / ".audit.key", True)
     assert local.head.parent == idx and local.head.name.startswith(".audit.audit.log-")
     assert local.head.name.endswith(".head") and local.head == default_head(
@@ -365,26 +365,28 @@ def test_the_head_sits_beside_the_key_one_per_log(tmp_path: Path, monkeypatch: p
     assert stat.S_IMODE((idx / ".audit.key").stat().st_mode) == 0o600 and local.load_key() == key
     # A key file: the head beside it, not beside the log.
     key_file = secrets_dir / "audit.key"
-    from_file = resolve_audit(Settings(audit_key_file=key_file), index=idx, log=logs / "a.log")
+    from_file = resolve_audit(Settings(audit_key_file=key_file).audit, index=idx, log=logs / "a.log")
     assert from_file.head.parent == secrets_dir and from_file.head.name.startswith("audit.a.log-")
     assert from_file.key_file == key_file and not from_file.local_key
     # A key from the environment: the head in the index folder, named as for the index's own key.
-    from_env = resolve_audit(Settings(audit_key="e" * 32), index=idx, log=logs / "a.log")
+    from_env = resolve_audit(Settings(audit_key="e" * 32).audit, index=idx, log=logs / "a.log")
     assert from_env.key_file is None and from_env.load_key() == b"e" * 32
     assert from_env.head == default_head(logs / "a.log", beside=idx / ".audit.key")
     # One head per log: two logs sharing a key never share a head; one log by any path has one.
-    other = resolve_audit(Settings(audit_key="e" * 32), index=idx, log=tmp_path / "elsewhere" / "a.log")
+    other = resolve_audit(Settings(audit_key="e" * 32).audit, index=idx, log=tmp_path / "elsewhere" / "a.log")
     assert other.head != from_env.head
     monkeypatch.chdir(tmp_path)
-    relative = resolve_audit(Settings(audit_key="e" * 32), index=idx, log=Path("logs/../logs/a.log"))
+    relative = resolve_audit(Settings(audit_key="e" * 32).audit, index=idx, log=Path("logs/../logs/a.log"))
     assert relative.head == from_env.head
     # A setting wins over the default, an argument over both; a key file wins over a key value.
     monkeypatch.setenv("RUNBOOK_RAG_AUDIT_HEAD", str(tmp_path / "env.head"))
-    assert resolve_audit(Settings(), index=idx).head == tmp_path / "env.head"
-    assert resolve_audit(Settings(), index=idx, head=tmp_path / "x.head").head == tmp_path / "x.head"
-    both = resolve_audit(Settings(audit_key="e" * 32, audit_key_file=key_file), index=idx)
+    assert resolve_audit(Settings().audit, index=idx).head == tmp_path / "env.head"
+    assert resolve_audit(Settings().audit, index=idx, head=tmp_path / "x.head").head == tmp_path / "x.head"
+    both = resolve_audit(Settings(audit_key="e" * 32, audit_key_file=key_file).audit, index=idx)
     assert both.key_file == key_file
-    assert resolve_audit(Settings(audit_key="e" * 32), key_file=key_file, index=idx).key_file == key_file
+    assert (
+        resolve_audit(Settings(audit_key="e" * 32).audit, key_file=key_file, index=idx).key_file == key_file
+    )
 
 
 @pytest.fixture
@@ -398,7 +400,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_cli_verify_checks_the_head_the_library_wrote(capsys, tmp_path: Path, cli_env: Path) -> None:
     path = tmp_path / "logs" / "a.log"
-    head = resolve_audit(Settings(), index=cli_env, log=path).head
+    head = resolve_audit(Settings().audit, index=cli_env, log=path).head
     lines = write_log(path, head=head)
     assert head.parent == cli_env and not head_of(path).exists()
     code, out, _ = run(capsys, "audit", "verify", str(path), "--index", str(cli_env))
@@ -432,7 +434,7 @@ def test_cli_verify_fails_on_a_log_that_does_not_match_its_head(
     capsys, tmp_path: Path, cli_env: Path, damage: str, says: str
 ) -> None:
     path = tmp_path / "a.log"
-    head = resolve_audit(Settings(), index=cli_env, log=path).head
+    head = resolve_audit(Settings().audit, index=cli_env, log=path).head
     write_log(path, 2, head=head)
     older = path.read_bytes()
     lines = write_log(path, 3, head=head)
@@ -464,7 +466,7 @@ def test_cli_verify_without_a_head_says_truncation_is_unchecked(
     path = tmp_path / "a.log"
     write_log(path)  # its head is in tests' own folder, not where the CLI looks by default
     code, out, _ = run(capsys, "audit", "verify", str(path), "--index", str(cli_env))
-    expected = resolve_audit(Settings(), index=cli_env, log=path).head
+    expected = resolve_audit(Settings().audit, index=cli_env, log=path).head
     assert (
         code == 0
         and out.strip() == f"ok: 5 records, chain intact; truncation not checked: no head at {expected}"
@@ -487,7 +489,7 @@ def test_cli_verify_finds_the_head_beside_a_key_file(
     key_file.parent.mkdir()
     key_file.write_bytes(OTHER_KEY)
     path = tmp_path / "a.log"
-    setup = resolve_audit(Settings(audit_key_file=key_file), index=cli_env, log=path)
+    setup = resolve_audit(Settings(audit_key_file=key_file).audit, index=cli_env, log=path)
     lines = write_log(path, 3, key=OTHER_KEY, head=setup.head)
     assert setup.head.parent == key_file.parent
     code, out, _ = run(capsys, "audit", "verify", str(path), "--key-file", str(key_file))
@@ -506,7 +508,7 @@ def test_cli_verify_finds_the_head_beside_a_key_file(
 
 def test_cli_verify_reports_records_written_after_the_head(capsys, tmp_path: Path, cli_env: Path) -> None:
     path = tmp_path / "a.log"
-    head = resolve_audit(Settings(), index=cli_env, log=path).head
+    head = resolve_audit(Settings().audit, index=cli_env, log=path).head
     write_log(path, 4, head=head)
     AuditLog(path, key=KEY, head=None).append(action="search", query="late")
     code, out, _ = run(capsys, "audit", "verify", str(path), "--index", str(cli_env))
@@ -593,7 +595,7 @@ def test_search_ask_and_eval_are_audited(tmp_path: Path, sample_index_path: Path
     text = log.read_text()
     for value in PLANTED:
         assert value not in text
-    assert check_with(resolve_audit(settings, index=sample_index_path)).head_records == 4
+    assert check_with(resolve_audit(settings.audit, index=sample_index_path)).head_records == 4
     # The CLI writes records too, marked as such.
     search = ["search", "kafka broker down", "--user", "u", "--group", "sre"]
     code, _, _ = run(capsys, *search, "--index", str(sample_index_path))
@@ -602,7 +604,7 @@ def test_search_ask_and_eval_are_audited(tmp_path: Path, sample_index_path: Path
     cli_records = [json.loads(line) for line in default_log.read_text().splitlines()]
     assert cli_records[-1]["interface"] == "cli" and cli_records[-1]["query"] == "kafka broker down"
     code, out, _ = run(capsys, "audit", "verify", str(default_log), "--index", str(sample_index_path))
-    head = resolve_audit(Settings(), index=sample_index_path).head
+    head = resolve_audit(Settings().audit, index=sample_index_path).head
     assert head.parent == sample_index_path and head.name.startswith(".audit.audit.log-")
     assert code == 0 and f"chain intact, sealed by its head {head}" in out
 
@@ -618,7 +620,7 @@ def test_a_failure_outside_the_library_is_audited_too(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("store went away")
 
-    monkeypatch.setattr(index._served.store, "nearest", broken)
+    monkeypatch.setattr(index._served.current().store, "nearest", broken)
     with pytest.raises(RuntimeError):
         index.search("kafka broker down", principal=Principal("u", frozenset({"sre"})))
     record = json.loads(log.read_text().splitlines()[-1])
@@ -649,7 +651,7 @@ def test_queries_fail_once_the_log_was_cut(tmp_path: Path) -> None:
     sre = Principal("u", frozenset({"sre"}))
     for _ in range(3):
         index.search("widget", principal=sre)
-    setup = resolve_audit(Settings(), index=path)
+    setup = resolve_audit(Settings().audit, index=path)
     assert setup.head.parent == path and (path / ".audit.key").exists()
     lines = setup.log.read_bytes().splitlines(keepends=True)
     assert check_with(setup).records == 3
@@ -659,3 +661,25 @@ def test_queries_fail_once_the_log_was_cut(tmp_path: Path) -> None:
     with pytest.raises(AuditError, match="does not hold the record its head"):
         index.answer("widget", principal=sre)
     assert setup.log.read_bytes() == b"".join(lines[:-1])
+
+
+def test_a_log_swapped_for_a_link_is_refused_and_keeps_its_head(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys" / "audit.key"
+    key_file.parent.mkdir()
+    key_file.write_text("k" * 32)
+    log = tmp_path / "audit.log"
+    setup = resolve_audit(Settings(audit_key_file=key_file).audit, index=tmp_path, log=log)
+    audit_log = AuditLog(log, key=setup.load_key(), head=setup.head)
+    for n in range(4):
+        audit_log.append(action="search", query=f"q{n}")
+    lines = log.read_bytes().splitlines(keepends=True)
+    copy = tmp_path / "audit.log.1"
+    copy.write_bytes(b"".join(lines[:2]))
+    log.unlink()
+    log.symlink_to(copy.name)
+    again = resolve_audit(Settings(audit_key_file=key_file).audit, index=tmp_path, log=log)
+    assert again.head == setup.head  # the head's name follows the configured path, not the link
+    with pytest.raises(AuditError, match="symbolic link"):
+        AuditLog(log, key=again.load_key(), head=again.head).append(action="search", query="q")
+    verdict = verify(log, key=again.load_key(), head=again.head)
+    assert not verdict.ok and "symbolic link" in (verdict.reason or "")

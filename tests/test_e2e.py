@@ -46,7 +46,7 @@ def test_build_report_counts_and_skips_the_unlabelled_draft(sample_index: Runboo
     manifest = sample_index.manifest
     assert manifest.documents == 35
     assert manifest.model_id == "all-MiniLM-L6-v2" and manifest.dimension == 384
-    skipped = {s["source"]: s["reason"] for s in manifest.skipped}
+    skipped = {s.source: s.reason for s in manifest.build_report().skipped}
     assert list(skipped) == ["drafts/payout-retry-tool.md"]
     assert "no access labels" in str(skipped["drafts/payout-retry-tool.md"])
 
@@ -219,7 +219,7 @@ def test_queries_use_the_exported_encoder_and_match_the_model(sample_index_path:
         want = exact.search(query, principal=principal, k=5)
         assert [h.chunk_id for h in got] == [h.chunk_id for h in want]
         assert all(abs(a.score - b.score) < 1e-4 for a, b in zip(got, want, strict=True))
-    assert isinstance(fast._query_embedder(), OnnxQueryEncoder)
+    assert isinstance(fast._served.encoder(fast.manifest), OnnxQueryEncoder)
 
 
 def test_a_broken_query_encoder_falls_back_to_the_model(sample_index_path: Path, tmp_path: Path) -> None:

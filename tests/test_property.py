@@ -115,7 +115,7 @@ def test_lexical_scores_count_only_entitled_chunks(random_index, groups, topic, 
         for cid, doc, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
         if set(m["acl"]) & principal.groups
     ]
-    full = index._served.lexical
+    full = index._served.current().lexical
     assert full is not None and len(full) == manifest.chunks
     query = terms(f"{topic} step 7")
     visible = frozenset(key for _, _, _, key in entitled)

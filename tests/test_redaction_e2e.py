@@ -71,7 +71,7 @@ def test_no_planted_value_or_card_number_anywhere_in_the_index_bytes(sample_inde
 @pytest.mark.slow
 def test_build_report_counts_findings_and_lists_the_quarantined_passage(sample_index: RunbookIndex) -> None:
     manifest = sample_index.manifest
-    findings = manifest.findings
+    findings = manifest.build_report().findings
     assert findings["security/card-data-exposure-response.md"] == {"pan": 2, "track_data": 1, "cvv": 1}
     assert findings["payments/refund-processing-stuck.md"] == {"pan": 1, "cvv": 1}
     assert findings["payments/failed-capture-spike.md"] == {"pan": 1}
@@ -83,7 +83,9 @@ def test_build_report_counts_findings_and_lists_the_quarantined_passage(sample_i
         "stripe_key": 1,
         "private_key": 1,
     }
-    assert [q["source"] for q in manifest.quarantined] == ["payments/merchant-webhook-delivery-failures.md"]
+    assert [q.source for q in manifest.build_report().quarantined] == [
+        "payments/merchant-webhook-delivery-failures.md"
+    ]
     assert json.dumps(manifest.model_dump()).count("4111") == 0
 
 

@@ -16,7 +16,6 @@ import pytest
 
 from runbook_rag import Principal, RunbookIndex, Settings
 from runbook_rag.access import AccessMap
-from runbook_rag.generations import ServerLayout
 
 from .conftest import SAMPLE_MAP, SAMPLES
 
@@ -76,7 +75,6 @@ def server_index(
 def test_generations_live_on_the_server_not_on_disk(server_index) -> None:
     path, settings = server_index
     index = RunbookIndex(path, settings=settings)
-    assert isinstance(index._layout, ServerLayout)
     assert not list(path.glob("gen-*"))  # only the lock and the query encoder are local
     assert index.manifest.documents == 35
     assert index.verify() == []

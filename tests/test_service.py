@@ -479,3 +479,95 @@ def test_a_token_that_may_query_and_read_metrics_is_refused(
         main(["serve", "--index", str(tmp_path / "no-index"), "--tokens", str(path)])
     assert stopped.value.code == 2
     assert "grafana-bot" in capsys.readouterr().err
+
+
+def served_from_127(url: str, body: dict[str, Any], bearer: dict[str, str]) -> int:
+    """Poll until a request from 127.0.0.1 is served (slots freed), up to 60 s; its status."""
+    deadline = time.monotonic() + 60
+    status = 0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            status = httpx.post(url + "/v1/search", json=body, headers=bearer, timeout=30).status_code
+            if status == 200:
+                return status
+        time.sleep(0.1)
+    return status
+
+
+def test_upgrades_and_clients_that_stop_reading_give_their_slots_back(
+    tmp_path: Path, sample_index_path: Path, model
+) -> None:
+    index = RunbookIndex(
+        sample_index_path, settings=Settings(audit_log=tmp_path / "a.log", audit_key=KEY), embedder=model
+    )
+    app = create_app(index, load_tokens(tokens_file(tmp_path / "t.json")))
+    server = Server(app, request_timeout=2.0, max_connections_per_client=2)
+    body, bearer = {"query": "kafka consumer lag"}, {"Authorization": f"Bearer {TOKENS['sre']}"}
+    try:
+        for key in ("dGhlIHNhbXBsZSBub25jZQ==", "x3JJHMbDL1EzLkh9GBhXDw=="):
+            for path in ("/v1/search", "/healthz", "/ws"):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+                    sock.sendall(
+                        f"GET {path} HTTP/1.1\r\nHost: runbooks\r\nUpgrade: websocket\r\n"
+                        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+                    )
+                    assert not sock.recv(4096).startswith(b"HTTP/1.1 101")
+        assert served_from_127(server.url, body, bearer) == 200
+
+        # Two clients that ask for many responses and never read them hold both of the
+        # address's slots, until they have stopped reading for the request timeout.
+        stalled = []
+        for _ in range(2):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: runbooks\r\n\r\n" * 3000)
+            stalled.append(sock)
+        assert served_from_127(server.url, body, bearer) == 200
+        for sock in stalled:
+            sock.close()
+    finally:
+        server.stop()
+
+
+def test_a_body_for_an_endpoint_the_token_may_not_call_or_with_two_tokens_is_not_read(service) -> None:
+    url, _ = service
+    for authorization, status in (
+        (f"Bearer {TOKENS['metrics']}", b"403"),  # a metrics token posting to /v1/search
+        (f"Bearer {TOKENS['search-only']}\r\nAuthorization: Bearer {TOKENS['sre']}", b"400"),
+        (f"Bearer tok-unknown\r\nAuthorization: Bearer {TOKENS['sre']}", b"400"),
+    ):
+        with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+            sock.sendall(request_head("Content-Length: 900", authorization))
+            assert read_reply(sock).startswith(b"HTTP/1.1 " + status + b" ")
+    with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+        sock.sendall(request_head("Content-Length: 900", f"Bearer {TOKENS['search-only']}", "/v1/ask"))
+        assert read_reply(sock).startswith(b"HTTP/1.1 403 ")
+
+
+def test_tokens_files_with_a_repeated_token_or_a_user_with_metrics_and_query_tokens_are_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.json"
+    base = {"user": "bot", "groups": ["sre"]}
+    path.write_text(
+        json.dumps(
+            [
+                {**base, "token_sha256": token_digest("tok-a")},
+                {**base, "token_sha256": token_digest("tok-a").upper()},
+            ]
+        )
+    )
+    with pytest.raises(ConfigError, match="entry 2: the same token as another entry"):
+        load_tokens(path)
+    path.write_text(
+        json.dumps(
+            [
+                {**base, "token_sha256": token_digest("tok-a"), "endpoints": ["ask"]},
+                {**base, "token_sha256": token_digest("tok-b"), "endpoints": ["metrics"]},
+            ]
+        )
+    )
+    with pytest.raises(ConfigError, match="entry 2: user 'bot' holds tokens for metrics and for ask"):
+        load_tokens(path)

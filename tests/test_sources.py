@@ -16,6 +16,7 @@ from runbook_rag.chunking import DEFAULT_MAX_CHUNKS, chunk_document
 from runbook_rag.errors import ConfigError, SourceError, SourceLimitError, UnsafeSourceError
 from runbook_rag.indexing import prepare
 from runbook_rag.records import Document
+from runbook_rag.settings import SourceLimits
 from runbook_rag.sources import DEFAULT_MAX_LINE_CHARS, Loaded, files, load_documents, read_text
 
 from .conftest import CORPUS, HashEmbedder
@@ -374,7 +375,7 @@ def test_a_document_over_the_chunk_cap_is_skipped_and_the_rest_indexed(tmp_path:
     # one section whose paragraphs each fill a chunk (the test embedder's window is 40 words)
     paragraphs = "".join(f"{' '.join(['word'] * 30)} {n}\n\n" for n in range(60))
     write(tmp_path, "one-long-section.md", head.format("Long") + "## Only\n\n" + paragraphs)
-    prepared = prepare([tmp_path], embedder=HashEmbedder(), max_chunks=50)
+    prepared = prepare([tmp_path], embedder=HashEmbedder(), limits=SourceLimits(max_chunks_per_document=50))
     assert sorted({c.source for c in prepared.chunks}) == ["a-good.md", "few.md"]
     # the line where the 51st chunk would start: the body of "## Step 50", the 51st paragraph
     assert [(s.source, s.line) for s in prepared.skipped] == [
@@ -476,7 +477,12 @@ def test_a_sidecar_nested_too_deeply_keeps_its_page_out(tmp_path: Path) -> None:
 def test_more_words_than_the_chunk_cap_could_hold_is_refused_before_parsing(tmp_path: Path) -> None:
     write(tmp_path, "list.md", "---\naccess: [sre]\n---\n# L\n\n" + "- a\n" * 3000)
     write(tmp_path, "ok.md", _OK)
-    prepared = prepare([tmp_path], embedder=HashEmbedder(), access_map=_EVERYONE_SRE, max_chunks=50)
+    prepared = prepare(
+        [tmp_path],
+        embedder=HashEmbedder(),
+        access_map=_EVERYONE_SRE,
+        limits=SourceLimits(max_chunks_per_document=50),
+    )
     reasons = {s.source: s.reason for s in prepared.skipped}
     assert "more than 2,000 words" in reasons["list.md"]  # 50 chunks x 40 tokens
     assert {c.source for c in prepared.chunks} == {"ok.md"}

@@ -22,16 +22,19 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..atomic import atomic_write
 from ..errors import ConfigError, ConfluenceError, SourceError
-from ..generations import atomic_write
 from ..records import Skipped
 from ..redaction import redact
 from .files import read_text
+
+if TYPE_CHECKING:
+    from ..settings import ConfluenceSettings
 
 log = logging.getLogger("runbook_rag")
 TOKEN_ENV = "RUNBOOK_RAG_CONFLUENCE_TOKEN"
@@ -68,8 +71,6 @@ class ConfluenceClient:
     ) -> None:
         import httpx
 
-        token = token if token is not None else os.environ.get(TOKEN_ENV)
-        user = user if user is not None else os.environ.get(USER_ENV)
         if not token:
             raise ConfigError(f"set {TOKEN_ENV} to a Confluence API token")
         # Cloud: e-mail + API token (basic); Data Center: a personal access token (bearer).
@@ -381,3 +382,32 @@ def _retry_after(value: str | None, default: float) -> float:
         return min(max(float(value), 0.0), 60.0) if value is not None else default
     except ValueError:
         return default
+
+
+def sync_confluence(
+    base_url: str,
+    spaces: Sequence[str],
+    mirror: Path,
+    *,
+    credentials: ConfluenceSettings,
+    skipped: list[Skipped] | None = None,
+) -> Path:
+    """Mirror the pages of ``spaces`` (incrementally, by version) and return the mirror folder;
+    pages that could not be mirrored safely are appended to ``skipped``."""
+    token = credentials.token.get_secret_value() if credentials.token else None
+    client = ConfluenceClient(base_url, token=token, user=credentials.user)
+    try:
+        for space in spaces:
+            report = sync_space(client, space, mirror, base_url=base_url)
+            if skipped is not None:
+                skipped.extend(report.skipped)
+            log.info(
+                "confluence %s: %d fetched, %d unchanged, %d removed",
+                space,
+                len(report.fetched),
+                len(report.unchanged),
+                len(report.removed),
+            )
+    finally:
+        client.close()
+    return mirror
