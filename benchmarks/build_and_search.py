@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from runbook_rag import Principal, RunbookIndex  # noqa: E402
 from runbook_rag.access import LABEL_SEP, AccessMap  # noqa: E402
+from runbook_rag.build import prepare  # noqa: E402
 from runbook_rag.embedding import SentenceTransformerEmbedder  # noqa: E402
 from runbook_rag.generations import load_manifest  # noqa: E402
-from runbook_rag.indexing import prepare  # noqa: E402
 from runbook_rag.sources import load_documents  # noqa: E402
 from runbook_rag.store import ChromaStore  # noqa: E402
 

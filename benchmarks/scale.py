@@ -43,12 +43,12 @@ sys.path.insert(0, str(ROOT))
 
 from runbook_rag import Principal, RunbookIndex  # noqa: E402
 from runbook_rag.access import LABEL_SEP, AccessMap, label_key  # noqa: E402
+from runbook_rag.build import content_key, prepare, write_generation  # noqa: E402
 from runbook_rag.embedding import SentenceTransformerEmbedder  # noqa: E402
 from runbook_rag.generations import (  # noqa: E402
     ENCODERS,
     FileLayout,
 )
-from runbook_rag.indexing import content_key, prepare, write_generation  # noqa: E402
 from runbook_rag.lexical import LexicalIndex  # noqa: E402
 from runbook_rag.records import Chunk  # noqa: E402
 from runbook_rag.store import ChromaStore  # noqa: E402

@@ -1,9 +1,9 @@
 """``RunbookIndex``: the library's front door for building, searching and answering.
 
 A facade: each method is a few lines over the stage that does the work. The served
-generation is :mod:`runbook_rag.serving`, ranking :mod:`runbook_rag.retrieval`, answers
+generation is :mod:`runbook_rag.serving`, ranking :mod:`runbook_rag.ranking`, answers
 :mod:`runbook_rag.answer` and :mod:`runbook_rag.llm`, the audit trail
-:mod:`runbook_rag.audit`, builds :mod:`runbook_rag.indexing`, measurement
+:mod:`runbook_rag.audit`, builds :mod:`runbook_rag.build`, measurement
 :mod:`runbook_rag.evaluation`.
 """
 
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from .access import AccessMap
 from .answer import extractive_answer
 from .audit import AuditEvent, open_auditor
+from .build import build_index
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .generations import Manifest, open_layout, verify_generation
-from .indexing import build_index
+from .ranking import Mode, rank
 from .records import Answer, BuildReport, Hit, IndexInfo, Principal, QueryTrace, Skipped, Usage
-from .retrieval import Mode, search
 from .serving import ServedIndex
 from .settings import Settings
 
@@ -230,7 +230,7 @@ class RunbookIndex:
         generation, retrievers = self._served.retrievers()
         trace.generation = generation.manifest.generation
         trace.mode = mode = mode or self.settings.retrieval
-        return search(
+        return rank(
             retrievers,
             principal=principal,
             query=query,

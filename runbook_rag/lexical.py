@@ -262,9 +262,7 @@ class LexicalIndex:
                 self._views[visible] = view
         return view
 
-    def search(
-        self, query_terms: Sequence[str], *, visible: frozenset[str], n: int
-    ) -> list[tuple[str, float]]:
+    def top(self, query_terms: Sequence[str], *, visible: frozenset[str], n: int) -> list[tuple[str, float]]:
         """The ``n`` best chunks among those with a label set in ``visible``, best first."""
         view = self._view(visible)
         if not view.count:

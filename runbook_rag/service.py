@@ -273,12 +273,12 @@ def create_app(
         )
 
     @app.post("/v1/search")
-    def search(body: SearchBody, principal: Annotated[Principal, Depends(caller)]) -> dict[str, Any]:
+    def post_search(body: SearchBody, principal: Annotated[Principal, Depends(caller)]) -> dict[str, Any]:
         hits = index.search(body.query, principal=principal, k=body.k)
         return {"hits": [h.to_dict() for h in hits]}
 
     @app.post("/v1/ask")
-    def ask(body: AskBody, principal: Annotated[Principal, Depends(caller)]) -> dict[str, Any]:
+    def post_ask(body: AskBody, principal: Annotated[Principal, Depends(caller)]) -> dict[str, Any]:
         answer = index.answer(body.question, principal=principal)
         if answer.usage and answer.usage.cost:
             llm_cost.inc(answer.usage.cost)

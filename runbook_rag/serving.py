@@ -24,8 +24,8 @@ from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, 
 from .errors import EmbeddingError, ModelMismatchError
 from .generations import Layout, Manifest
 from .lexical import CHUNKS_FILE, LexicalIndex
+from .ranking import Retrievers
 from .records import embed_text
-from .retrieval import Retrievers
 
 if TYPE_CHECKING:
     from .store import ChromaStore

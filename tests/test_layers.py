@@ -85,11 +85,11 @@ def test_the_layer_lists_cover_every_module() -> None:
         "answer",
         "audit",
         "generations",
-        "indexing",
+        "build",
         "links",
         "llm",
         "prompting",
-        "retrieval",
+        "ranking",
         "serving",
     }
 

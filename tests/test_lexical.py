@@ -72,7 +72,7 @@ def test_scores_equal_bm25s_when_everything_is_visible(index: LexicalIndex) -> N
     reference.index((ids, vocab), create_empty_token=False, show_progress=False)
     query = terms("pod crash memory")
     want = reference.get_scores([vocab[t] for t in dict.fromkeys(query) if t in vocab])
-    got = dict(index.search(query, visible=frozenset(e[3] for e in ENTRIES), n=10))
+    got = dict(index.top(query, visible=frozenset(e[3] for e in ENTRIES), n=10))
     for (chunk_id, *_), score in zip(ENTRIES, want, strict=True):
         assert got.get(chunk_id, 0.0) == pytest.approx(float(score), abs=1e-5)
 
@@ -83,17 +83,17 @@ def test_statistics_count_only_visible_chunks(index: LexicalIndex) -> None:
     visible = frozenset({"sre", "platform,sre"})
     query = terms("pod crash tokenisation vault")
     alone = LexicalIndex.build([e for e in ENTRIES if e[3] in visible])
-    assert dict(index.search(query, visible=visible, n=10)) == pytest.approx(
-        dict(alone.search(query, visible=visible, n=10))
+    assert dict(index.top(query, visible=visible, n=10)) == pytest.approx(
+        dict(alone.top(query, visible=visible, n=10))
     )
     assert index.weights(query, visible=visible) == pytest.approx(alone.weights(query, visible=visible))
 
 
 def test_search_never_returns_an_invisible_chunk(index: LexicalIndex) -> None:
     query = terms("token vault tokenisation KEK DEK pod")
-    assert {c for c, _ in index.search(query, visible=frozenset({"sre"}), n=10)} <= {"c1", "c2"}
-    assert index.search(query, visible=frozenset(), n=10) == []
-    assert index.search(query, visible=frozenset({"no-such-label"}), n=10) == []
+    assert {c for c, _ in index.top(query, visible=frozenset({"sre"}), n=10)} <= {"c1", "c2"}
+    assert index.top(query, visible=frozenset(), n=10) == []
+    assert index.top(query, visible=frozenset({"no-such-label"}), n=10) == []
     assert index.naming("=kubepodcrashlooping", visible=frozenset({"platform"}), max_documents=3) == []
 
 
@@ -110,7 +110,7 @@ def test_save_and_load_round_trip(tmp_path: Path, index: LexicalIndex) -> None:
     loaded = LexicalIndex.load(tmp_path / "lex")
     query = terms("pod memory disk")
     everyone = frozenset(e[3] for e in ENTRIES)
-    assert loaded.search(query, visible=everyone, n=5) == index.search(query, visible=everyone, n=5)
+    assert loaded.top(query, visible=everyone, n=5) == index.top(query, visible=everyone, n=5)
     assert len(loaded) == len(ENTRIES)
 
 
@@ -126,7 +126,7 @@ def test_a_damaged_lexical_index_is_a_clear_error(tmp_path: Path, index: Lexical
 
 def test_an_empty_index_finds_nothing() -> None:
     empty = LexicalIndex.build([])
-    assert empty.search(terms("pod"), visible=frozenset({"sre"}), n=5) == []
+    assert empty.top(terms("pod"), visible=frozenset({"sre"}), n=5) == []
 
 
 def test_a_rebuild_reuses_the_terms_of_unchanged_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,6 +146,6 @@ def test_a_rebuild_reuses_the_terms_of_unchanged_chunks(monkeypatch: pytest.Monk
     everyone = frozenset(e[3] for e in ENTRIES)
     for query in ("pod crash memory", "etcd defragment leader", "KubePodCrashLooping"):
         q = real_terms(query)
-        got, want = second.search(q, visible=everyone, n=10), fresh.search(q, visible=everyone, n=10)
+        got, want = second.top(q, visible=everyone, n=10), fresh.top(q, visible=everyone, n=10)
         assert [c for c, _ in got] == [c for c, _ in want]
         assert [s for _, s in got] == pytest.approx([s for _, s in want])

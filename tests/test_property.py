@@ -119,7 +119,7 @@ def test_lexical_scores_count_only_entitled_chunks(random_index, groups, topic, 
     assert full is not None and len(full) == manifest.chunks
     query = terms(f"{topic} step 7")
     visible = frozenset(key for _, _, _, key in entitled)
-    ours = dict(full.search(query, visible=visible, n=10_000))
-    alone = dict(LexicalIndex.build(entitled).search(query, visible=visible, n=10_000))
+    ours = dict(full.top(query, visible=visible, n=10_000))
+    alone = dict(LexicalIndex.build(entitled).top(query, visible=visible, n=10_000))
     assert ours.keys() == alone.keys()
     assert all(abs(ours[c] - alone[c]) < 1e-6 for c in ours)

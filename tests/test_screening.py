@@ -12,9 +12,9 @@ import pytest
 
 from runbook_rag import _phrases, screening
 from runbook_rag.access import AccessMap, AccessRule, allows_instructions
+from runbook_rag.build import prepare
 from runbook_rag.chunking import chunk_document
 from runbook_rag.errors import ConfigError
-from runbook_rag.indexing import prepare
 from runbook_rag.records import Chunk, Document
 from runbook_rag.redaction import redact_document
 from runbook_rag.screening import DocumentScreen, Flag, exfiltrating, fold, screen

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from runbook_rag.access import AccessMap, AccessRule
+from runbook_rag.build import prepare
 from runbook_rag.chunking import DEFAULT_MAX_CHUNKS, chunk_document
 from runbook_rag.errors import ConfigError, SourceError, SourceLimitError, UnsafeSourceError
-from runbook_rag.indexing import prepare
 from runbook_rag.records import Document
 from runbook_rag.settings import SourceLimits
 from runbook_rag.sources import DEFAULT_MAX_LINE_CHARS, Loaded, files, load_documents, read_text

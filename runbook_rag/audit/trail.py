@@ -1,35 +1,4 @@
-"""A tamper-evident audit trail: one HMAC-chained JSON line per search, ask or eval query.
-
-Each line carries the HMAC of the line before it (``prev``) and its own HMAC (``mac``)
-over its canonical JSON, keyed with ``RUNBOOK_RAG_AUDIT_KEY`` (or a key file). Editing,
-deleting, inserting or reordering a line breaks the chain at that line, and
-:func:`verify` names it. Appends take an exclusive lock on the file, so processes can
-share one log; a record that cannot be written fails the query (no unaudited answers).
-Every record passes through the redactor, and a query can be kept as its HMAC only.
-
-What a record holds: UTC time, request id, principal id and groups, interface
-(library, cli, http), the query (masked) or its HMAC, the chunk and source ids
-returned, how many candidates the access filter withheld (for auditors only; never
-returned to a caller), mode, model, tokens, latency and outcome.
-
-A chain alone cannot show that records were cut from its end. So every append, under the
-same lock, also replaces a small *head* file kept apart from the log: the record count
-and the last record's MAC, HMAC'ed with the audit key (the head names its kind and its
-HMAC is taken after a domain prefix, so a head never passes for a record, nor a record
-for a head). An append refuses (:class:`AuditError`, so the query fails) when the log
-does not end with the record its head seals, and :func:`verify` fails the same log. The
-head protects against someone without the key cutting the log's tail, emptying or
-deleting the log, or restoring an older copy of it. It does not protect against anyone
-holding the key (they can write any log and head), nor against rolling back or deleting
-the log and its head together (deleting only the head leaves a log that verifies
-unchecked, and the next append seals it afresh). Keep the head on other storage than
-the log, or ship it off the machine, to cover those. Records written after the head
-(an append interrupted between the two writes, or a writer without a head) are valid
-links of the chain: verification accepts them and the next append seals them.
-
-The key, log and head of an index are resolved by :func:`resolve_audit`, the one place
-the library and ``runbook-rag audit verify`` both use.
-"""
+"""The trail itself: HMAC-chained records appended under a lock, sealed by a head, verified."""
 
 from __future__ import annotations
 
@@ -41,28 +10,21 @@ import hmac
 import json
 import os
 import secrets
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
-from pydantic import SecretStr
+from ..atomic import fsync_dir
+from ..errors import ConfigError, RunbookRagError
+from ..redaction import redact
 
-from .atomic import fsync_dir
-from .errors import ConfigError, RunbookRagError
-from .records import Answer, Hit, Principal, QueryTrace
-from .redaction import redact
-from .settings import AuditSettings
-
-T = TypeVar("T")
 GENESIS = "0" * 64
 MIN_KEY_BYTES = 16
 HEAD_KIND = "runbook-rag.audit-head"
 # Prefixed to what a head's HMAC covers; a record's HMAC covers a JSON object, which starts with "{".
 _HEAD_DOMAIN = b"runbook-rag.audit-head.v1\x00"
 _MAX_HEAD_BYTES = 1024
-_LOCAL_KEY = ".audit.key"
 _CHUNK = 1 << 14
 
 
@@ -75,111 +37,6 @@ class AuditError(RunbookRagError):
         self.reason = reason
         self.path = str(path)
         super().__init__(f"{path}: cannot write the audit record: {reason}")
-
-
-def load_key(*, key: str | None = None, key_file: Path | str | None = None) -> bytes:
-    """The audit key, from a value or a file (at least 16 bytes)."""
-    if key_file is not None:
-        try:
-            raw = Path(key_file).read_bytes().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the audit key file: {exc.strerror}", path=key_file) from None
-    elif key:
-        raw = key.encode()
-    else:
-        raise ConfigError("no audit key: set RUNBOOK_RAG_AUDIT_KEY or RUNBOOK_RAG_AUDIT_KEY_FILE")
-    if len(raw) < MIN_KEY_BYTES:
-        raise ConfigError(f"the audit key must be at least {MIN_KEY_BYTES} bytes")
-    return raw
-
-
-@dataclass(frozen=True, slots=True)
-class AuditSetup:
-    """Where an audit trail's log, key and head are (see :func:`resolve_audit`)."""
-
-    log: Path
-    head: Path
-    key_file: Path | None
-    """The file holding the key; None when the key is ``RUNBOOK_RAG_AUDIT_KEY``."""
-    key_value: SecretStr | None = None
-    local_key: bool = False
-    """The key file is the index's own, made on first use."""
-
-    def load_key(self, *, create: bool = False) -> bytes:
-        """The key; with ``create``, the index's own key file is made when it does not exist yet."""
-        if self.key_file is None:
-            return load_key(key=self.key_value.get_secret_value() if self.key_value else None)
-        if create and self.local_key:
-            _make_local_key(self.key_file)
-        return load_key(key_file=self.key_file)
-
-
-def resolve_audit(
-    settings: AuditSettings,
-    *,
-    index: Path | str,
-    log: Path | str | None = None,
-    key_file: Path | str | None = None,
-    head: Path | str | None = None,
-) -> AuditSetup:
-    """The log, key and head of an index's audit trail; explicit arguments win over ``settings``.
-
-    The key: ``key_file``, else ``settings.key_file``, else ``settings.key``, else the index's
-    own ``.audit.key``. The log: ``log``, else ``settings.log``, else ``audit.log`` in the index
-    folder. The head: ``head``, else ``settings.head``, else :func:`default_head` beside the key
-    file, or in the index folder when the key comes from ``RUNBOOK_RAG_AUDIT_KEY``.
-    """
-    folder = Path(index)
-    log_path = Path(log) if log is not None else settings.log or folder / "audit.log"
-    key_path = Path(key_file) if key_file is not None else settings.key_file
-    local = key_path is None and settings.key is None
-    if local:
-        key_path = folder / _LOCAL_KEY
-    if head is not None:
-        head_path = Path(head)
-    elif settings.head is not None:
-        head_path = settings.head
-    else:
-        head_path = default_head(log_path, beside=key_path or folder / _LOCAL_KEY)
-    return AuditSetup(
-        log=log_path,
-        head=head_path,
-        key_file=key_path,
-        key_value=settings.key if key_path is None else None,
-        local_key=local,
-    )
-
-
-def default_head(log: Path | str, *, beside: Path | str) -> Path:
-    """The head of ``log`` kept beside the key file ``beside``: ``<key stem>.<log name>-<id>.head``.
-
-    One head per log (several logs may share a key): ``<id>`` is taken from the log's absolute
-    path as configured (links are not followed: a log swapped for a link keeps its head), so
-    the library and the CLI find the same head for the same file.
-    """
-    log, beside = Path(log), Path(beside)
-    ident = hashlib.sha256(os.fsencode(os.path.abspath(log))).hexdigest()[:12]
-    return beside.with_name(f"{beside.stem}.{log.name[:64]}-{ident}.head")
-
-
-def _make_local_key(path: Path) -> None:
-    """A random key kept in the index folder (mode 0600). Set RUNBOOK_RAG_AUDIT_KEY from a
-    secret store instead, so the key does not sit by the log."""
-    if path.exists():
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot create the audit key here ({exc.strerror}); set RUNBOOK_RAG_AUDIT_KEY "
-            "(and RUNBOOK_RAG_AUDIT_LOG and RUNBOOK_RAG_AUDIT_HEAD when the index folder is read-only)",
-            path=path,
-        ) from None
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32))
 
 
 def _canonical(record: dict[str, Any]) -> bytes:
@@ -337,135 +194,6 @@ class AuditLog:
                 )
             records, tip = records + 1, mac
         return records, tip
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """One audited query: what its record in the trail says, given to subscribers once written.
-
-    ``query`` is masked (or None when the trail keeps only its HMAC). ``answered`` marks an
-    ``ask``, whose record also carries the model, its tokens and any fallback reason.
-    """
-
-    ts: str
-    request_id: str
-    action: str
-    interface: str
-    principal_id: str
-    groups: tuple[str, ...]
-    query: str | None
-    generation: str | None
-    outcome: str
-    latency_ms: float
-    mode: str | None = None
-    withheld: int | None = None
-    chunk_ids: tuple[str, ...] = ()
-    sources: tuple[str, ...] = ()
-    answered: bool = False
-    model: str | None = None
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-    fallback_reason: str | None = None
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> AuditEvent:
-        tokens = record.get("tokens") or {}
-        principal = record.get("principal") or {}
-        return cls(
-            ts=str(record["ts"]),
-            request_id=str(record["request_id"]),
-            action=str(record.get("action")),
-            interface=str(record.get("interface")),
-            principal_id=str(principal.get("id")),
-            groups=tuple(principal.get("groups") or ()),
-            query=record.get("query"),
-            generation=record.get("generation"),
-            outcome=str(record.get("outcome")),
-            latency_ms=float(record.get("latency_ms") or 0.0),
-            mode=record.get("mode"),
-            withheld=record.get("withheld"),
-            chunk_ids=tuple(record.get("chunk_ids") or ()),
-            sources=tuple(record.get("sources") or ()),
-            answered="fallback_reason" in record,
-            model=record.get("model"),
-            prompt_tokens=tokens.get("prompt"),
-            completion_tokens=tokens.get("completion"),
-            fallback_reason=record.get("fallback_reason"),
-        )
-
-
-class Auditor:
-    """Runs queries and writes one record for each, ok or failed; subscribers get the event."""
-
-    def __init__(self, log: AuditLog, *, interface: str) -> None:
-        self.log = log
-        self.interface = interface
-        self.subscribers: list[Callable[[AuditEvent], None]] = []
-
-    def run(
-        self,
-        action: str,
-        principal: Principal,
-        query: str,
-        run: Callable[[QueryTrace], T],
-        *,
-        generation: Callable[[], str | None],
-    ) -> T:
-        """``run`` the query, then append its record; a record that cannot be written fails it."""
-        started = time.perf_counter()
-        trace = QueryTrace()
-        try:
-            result = run(trace)
-        except Exception as exc:  # every failure is audited too, then raised as it was
-            self._append(
-                action, principal, query, trace, generation, started, None, f"error:{type(exc).__name__}"
-            )
-            raise
-        self._append(action, principal, query, trace, generation, started, result, None)
-        return result
-
-    def _append(
-        self,
-        action: str,
-        principal: Principal,
-        query: str,
-        trace: QueryTrace,
-        generation: Callable[[], str | None],
-        started: float,
-        result: object,
-        outcome: str | None,
-    ) -> None:
-        fields: dict[str, Any] = {
-            "action": action,
-            "interface": self.interface,
-            "principal": {"id": principal.user_id, "groups": sorted(principal.groups)},
-            "query": query if isinstance(query, str) else "",
-            "generation": trace.generation or generation(),
-            "withheld": trace.withheld,
-            "mode": trace.mode,
-        }
-        if isinstance(result, Answer):
-            usage = result.usage
-            fields.update(
-                mode=result.mode,
-                chunk_ids=[c.chunk_id for c in result.citations],
-                sources=sorted({c.source for c in result.citations}),
-                model=usage.model if usage else None,
-                tokens=(
-                    {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens} if usage else None
-                ),
-                fallback_reason=result.fallback_reason,
-            )
-            outcome = "abstained" if result.abstained else "answered"
-        elif isinstance(result, list):
-            hits: list[Hit] = result
-            fields.update(chunk_ids=[h.chunk_id for h in hits], sources=sorted({h.source for h in hits}))
-            outcome = "ok" if hits else "no_results"
-        fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
-        fields["outcome"] = outcome
-        event = AuditEvent.from_record(self.log.append(**fields))
-        for subscriber in self.subscribers:
-            subscriber(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -730,12 +458,3 @@ def _lines(fh: IO[bytes], size: int) -> Iterator[tuple[int, bytes]]:
         line = line[:remaining]
         remaining -= len(line)
         yield number, line.rstrip(b"\n")
-
-
-def open_auditor(settings: AuditSettings, *, index: Path | str, interface: str) -> Auditor:
-    """The auditor of the index at ``index``: its log, key (made on first use) and head."""
-    setup = resolve_audit(settings, index=index)
-    log = AuditLog(
-        setup.log, key=setup.load_key(create=True), head=setup.head, keep_query_text=settings.keep_query_text
-    )
-    return Auditor(log, interface=interface)

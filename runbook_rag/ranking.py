@@ -68,7 +68,7 @@ def validate_query(query: str, k: int) -> str:
     return redact(query).text.strip()
 
 
-def search(
+def rank(
     retrievers: Retrievers,
     *,
     principal: Principal,
@@ -102,7 +102,7 @@ def search(
     query_terms = terms(query)
 
     dense = [c for c, _ in store.nearest(vector, where=where, k=depth)] if mode != "lexical" else []
-    ranked = [c for c, _ in lexical.search(query_terms, visible=visible, n=depth)] if mode != "dense" else []
+    ranked = [c for c, _ in lexical.top(query_terms, visible=visible, n=depth)] if mode != "dense" else []
     fused: dict[str, float] = {}
     for weight, ids in ((DENSE_WEIGHT, dense), (LEXICAL_WEIGHT, ranked)):
         for rank, chunk_id in enumerate(ids, start=1):

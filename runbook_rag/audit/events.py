@@ -1,0 +1,155 @@
+"""Record assembly: each query run through an :class:`Auditor` leaves one record, ok or
+failed, and its subscribers get the written record as a typed :class:`AuditEvent`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..records import Answer, Hit, Principal, QueryTrace
+from ..settings import AuditSettings
+from .keys import resolve_audit
+from .trail import AuditLog
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audited query: what its record in the trail says, given to subscribers once written.
+
+    ``query`` is masked (or None when the trail keeps only its HMAC). ``answered`` marks an
+    ``ask``, whose record also carries the model, its tokens and any fallback reason.
+    """
+
+    ts: str
+    request_id: str
+    action: str
+    interface: str
+    principal_id: str
+    groups: tuple[str, ...]
+    query: str | None
+    generation: str | None
+    outcome: str
+    latency_ms: float
+    mode: str | None = None
+    withheld: int | None = None
+    chunk_ids: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    answered: bool = False
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    fallback_reason: str | None = None
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> AuditEvent:
+        tokens = record.get("tokens") or {}
+        principal = record.get("principal") or {}
+        return cls(
+            ts=str(record["ts"]),
+            request_id=str(record["request_id"]),
+            action=str(record.get("action")),
+            interface=str(record.get("interface")),
+            principal_id=str(principal.get("id")),
+            groups=tuple(principal.get("groups") or ()),
+            query=record.get("query"),
+            generation=record.get("generation"),
+            outcome=str(record.get("outcome")),
+            latency_ms=float(record.get("latency_ms") or 0.0),
+            mode=record.get("mode"),
+            withheld=record.get("withheld"),
+            chunk_ids=tuple(record.get("chunk_ids") or ()),
+            sources=tuple(record.get("sources") or ()),
+            answered="fallback_reason" in record,
+            model=record.get("model"),
+            prompt_tokens=tokens.get("prompt"),
+            completion_tokens=tokens.get("completion"),
+            fallback_reason=record.get("fallback_reason"),
+        )
+
+
+class Auditor:
+    """Runs queries and writes one record for each, ok or failed; subscribers get the event."""
+
+    def __init__(self, log: AuditLog, *, interface: str) -> None:
+        self.log = log
+        self.interface = interface
+        self.subscribers: list[Callable[[AuditEvent], None]] = []
+
+    def run(
+        self,
+        action: str,
+        principal: Principal,
+        query: str,
+        run: Callable[[QueryTrace], T],
+        *,
+        generation: Callable[[], str | None],
+    ) -> T:
+        """``run`` the query, then append its record; a record that cannot be written fails it."""
+        started = time.perf_counter()
+        trace = QueryTrace()
+        try:
+            result = run(trace)
+        except Exception as exc:  # every failure is audited too, then raised as it was
+            self._append(
+                action, principal, query, trace, generation, started, None, f"error:{type(exc).__name__}"
+            )
+            raise
+        self._append(action, principal, query, trace, generation, started, result, None)
+        return result
+
+    def _append(
+        self,
+        action: str,
+        principal: Principal,
+        query: str,
+        trace: QueryTrace,
+        generation: Callable[[], str | None],
+        started: float,
+        result: object,
+        outcome: str | None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "action": action,
+            "interface": self.interface,
+            "principal": {"id": principal.user_id, "groups": sorted(principal.groups)},
+            "query": query if isinstance(query, str) else "",
+            "generation": trace.generation or generation(),
+            "withheld": trace.withheld,
+            "mode": trace.mode,
+        }
+        if isinstance(result, Answer):
+            usage = result.usage
+            fields.update(
+                mode=result.mode,
+                chunk_ids=[c.chunk_id for c in result.citations],
+                sources=sorted({c.source for c in result.citations}),
+                model=usage.model if usage else None,
+                tokens=(
+                    {"prompt": usage.prompt_tokens, "completion": usage.completion_tokens} if usage else None
+                ),
+                fallback_reason=result.fallback_reason,
+            )
+            outcome = "abstained" if result.abstained else "answered"
+        elif isinstance(result, list):
+            hits: list[Hit] = result
+            fields.update(chunk_ids=[h.chunk_id for h in hits], sources=sorted({h.source for h in hits}))
+            outcome = "ok" if hits else "no_results"
+        fields["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        fields["outcome"] = outcome
+        event = AuditEvent.from_record(self.log.append(**fields))
+        for subscriber in self.subscribers:
+            subscriber(event)
+
+
+def open_auditor(settings: AuditSettings, *, index: Path | str, interface: str) -> Auditor:
+    """The auditor of the index at ``index``: its log, key (made on first use) and head."""
+    setup = resolve_audit(settings, index=index)
+    log = AuditLog(
+        setup.log, key=setup.load_key(create=True), head=setup.head, keep_query_text=settings.keep_query_text
+    )
+    return Auditor(log, interface=interface)
