@@ -1,7 +1,9 @@
 """A real HTTP server on 127.0.0.1 speaking the OpenAI chat-completions API, for tests.
 
 The requested model name picks the behaviour; every request body is recorded, so a
-test can read exactly what crossed into a prompt.
+test can read exactly what crossed into a prompt. The "slow" model is never answered
+while a test waits: its reply is held until the server closes, so any client timeout
+fires, however loaded the machine.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from .waiting import WAIT
 
 USAGE = {"prompt_tokens": 321, "completion_tokens": 42, "total_tokens": 363}
 
@@ -67,8 +71,7 @@ def _reply(body: dict[str, Any], calls: int) -> str | None:
     if model == "malformed":
         return "Sure! Here is what I think: fail over."
     if model == "slow":
-        time.sleep(6)
-        return good
+        return good  # sent once the server closes (see FakeOpenAI): the client has given up by then
     return None  # "error": HTTP 500
 
 
@@ -79,6 +82,8 @@ class FakeOpenAI:
         self.requests: list[dict[str, Any]] = []
         self.calls: dict[str, int] = {}
         self._lock = threading.Lock()
+        self._received = threading.Condition(self._lock)
+        self._closing = threading.Event()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -93,6 +98,9 @@ class FakeOpenAI:
                     )
                     outer.calls[body["model"]] = outer.calls.get(body["model"], 0) + 1
                     calls = outer.calls[body["model"]]
+                    outer._received.notify_all()
+                if body["model"] == "slow":
+                    outer._closing.wait()
                 content = _reply(body, calls) if self.path.endswith("/chat/completions") else None
                 if content is None:
                     payload, status = {"error": {"message": "internal error", "type": "server_error"}}, 500
@@ -134,6 +142,14 @@ class FakeOpenAI:
             m["content"] for r in self.requests for m in r["messages"] if isinstance(m.get("content"), str)
         ]
 
+    def wait_for_calls(self, model: str, count: int, timeout: float = WAIT) -> int:
+        """Block until ``count`` requests for ``model`` have arrived; fail after ``timeout`` s."""
+        with self._received:
+            if not self._received.wait_for(lambda: self.calls.get(model, 0) >= count, timeout):
+                raise AssertionError(f"waited {timeout:g} s for {count} request(s) for {model!r}, in vain")
+            return self.calls[model]
+
     def close(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()

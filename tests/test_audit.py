@@ -30,6 +30,7 @@ from runbook_rag.redaction import redact
 from .conftest import HashEmbedder
 from .test_cli import run
 from .test_redaction_e2e import PLANTED
+from .waiting import WAIT
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -540,9 +541,16 @@ def test_appends_from_several_processes_keep_one_chain_and_its_head(tmp_path: Pa
     procs = [ctx.Process(target=_append_many, args=(str(path), str(head_of(path)), 25)) for _ in range(4)]
     for p in procs:
         p.start()
-    for p in procs:
-        p.join(120)
-    assert all(p.exitcode == 0 for p in procs)
+    try:
+        for i, p in enumerate(procs):
+            p.join(WAIT)
+            assert p.exitcode is not None, f"waited {WAIT:g} s for appending process {i} to finish, in vain"
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+    assert [p.exitcode for p in procs] == [0] * len(procs)
     verdict = check(path)
     assert verdict.ok and verdict.records == 103 and verdict.head_records == 103
     assert list(head_of(path).parent.iterdir()) == [head_of(path)]

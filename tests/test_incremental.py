@@ -20,6 +20,7 @@ from runbook_rag.errors import ConfigError, IndexStateError
 from runbook_rag.generations import POINTER, build_lock, load_manifest
 
 from .conftest import SAMPLES
+from .waiting import join, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -126,12 +127,31 @@ def test_empty_source_never_empties_the_index(tmp_path: Path, built: Path, model
     assert (built / POINTER).read_text() == before
 
 
-def test_second_builder_fails_fast_with_a_lock_error(src: Path, built: Path, model) -> None:
-    with build_lock(built):
-        started = time.perf_counter()
-        with pytest.raises(IndexStateError, match="another build is running"):
+def test_second_builder_fails_fast_with_a_lock_error(
+    src: Path, built: Path, model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runbook_rag import indexing
+
+    def prepare(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the second build read the sources")
+
+    monkeypatch.setattr(indexing, "prepare", prepare)
+    outcome: list[BaseException | None] = []
+
+    def second_build() -> None:
+        try:
             RunbookIndex.build([src], path=built, embedder=model)
-        assert time.perf_counter() - started < 5
+            outcome.append(None)
+        except BaseException as exc:  # asserted below
+            outcome.append(exc)
+
+    # The lock stays held until the second build has ended: one that waited for it never would.
+    with build_lock(built):
+        worker = threading.Thread(target=second_build, daemon=True)
+        worker.start()
+        join(worker, "the second build, while the lock is held,")
+    assert isinstance(outcome[0], IndexStateError), outcome
+    assert "another build is running" in str(outcome[0])  # at once, before reading a source
 
 
 def cli(*args: str) -> int:
@@ -182,19 +202,20 @@ def test_reader_in_a_loop_during_rebuilds_sees_no_error_and_old_or_new(src: Path
         proc = subprocess.run(
             [sys.executable, "-c", BUILD, str(src), str(built)], capture_output=True, text=True
         )
+        assert proc.returncode == 0, proc.stderr
+        new = frozenset(
+            h.chunk_id
+            for h in RunbookIndex(built, embedder=model).search("ledger consumer lag", principal=SRE, k=3)
+        )
+        assert new != old
+        # the long-lived reader picks up the new generation: its loop goes on until it has
+        wait_until(lambda: errors or (seen and seen[-1] == new), "the reader to serve the new generation")
     finally:
-        time.sleep(0.5)
         done.set()
-        thread.join()
-    assert proc.returncode == 0, proc.stderr
+        join(thread, "the reader's loop")
     assert not errors, errors[:1]
-    new = frozenset(
-        h.chunk_id
-        for h in RunbookIndex(built, embedder=model).search("ledger consumer lag", principal=SRE, k=3)
-    )
-    assert new != old
     assert seen and set(seen) <= {frozenset(old), new}
-    assert seen[-1] == new  # the long-lived reader picked up the new generation
+    assert seen[-1] == new
 
 
 def test_kill_9_at_any_moment_leaves_a_servable_index(src: Path, built: Path, model) -> None:

@@ -5,7 +5,7 @@ allow-list a document, and the real corpus (no false positive, and fast)."""
 from __future__ import annotations
 
 import re
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ from runbook_rag.screening import DocumentScreen, Flag, exfiltrating, fold, scre
 from runbook_rag.sources import load_documents
 
 from .conftest import CORPUS, HashEmbedder
+from .waiting import join
 
 OVERRIDE, ROLE, EXTRACT = "override instructions", "role change", "prompt extraction"
 DIRECTIVE, MARKER, TOKEN, IMAGE = (
@@ -532,10 +533,21 @@ PATHOLOGICAL = [
 
 @pytest.mark.parametrize("text", PATHOLOGICAL, ids=lambda text: repr(text[:8]))
 def test_screening_is_linear_on_pathological_input(text: str) -> None:
-    # Not a timed assertion: a quadratic pattern takes minutes here, and the generous
-    # timeout turns that into a failure instead of a hung suite.
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pool.submit(screen, text).result(timeout=60)
+    # Not a timed assertion: a quadratic pattern takes minutes here, and the generous deadline
+    # turns that into a failure instead of a hung suite (the daemon thread is left behind).
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            screen(text)
+        except BaseException as exc:  # raised below
+            errors.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    join(worker, "screening")
+    if errors:
+        raise errors[0]
 
 
 def test_flag_label_names_the_field() -> None:

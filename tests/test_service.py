@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -21,12 +23,14 @@ import pytest
 import uvicorn
 
 from runbook_rag import RunbookIndex, Settings
+from runbook_rag import service as service_module
 from runbook_rag.audit import verify
 from runbook_rag.cli import main
 from runbook_rag.errors import ConfigError
 from runbook_rag.service import create_app, load_tokens, server_config, token_digest
 
 from .conftest import HashEmbedder
+from .waiting import WAIT, join, wait_exit, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -64,21 +68,29 @@ def tokens_file(path: Path) -> Path:
 
 
 class Server:
-    """The service's own uvicorn configuration (limits and deadline included), in a thread."""
+    """The service's own uvicorn configuration (limits and deadline included), in a thread.
+
+    It listens on a socket bound here to a port the system picks, so no other process can
+    take the port between choosing it and serving on it.
+    """
 
     def __init__(self, app: Any, **limits: Any) -> None:
-        self.port = free_port()
+        self.socket = socket.socket()
+        self.socket.bind(("127.0.0.1", 0))
+        self.port = int(self.socket.getsockname()[1])
         self.server = uvicorn.Server(server_config(app, host="127.0.0.1", port=self.port, **limits))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
         self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), "uvicorn to start")
+        if not self.server.started:
+            self.socket.close()
+            raise AssertionError("uvicorn stopped before it started serving")
         self.url = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(10)
+        join(self.thread, "uvicorn's shutdown")
+        self.socket.close()
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +110,11 @@ def service(
 def post(url: str, path: str, body: Any, token: str | None = None, **headers: str) -> httpx.Response:
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    return httpx.post(url + path, json=body, headers=headers, timeout=30)
+    return httpx.post(url + path, json=body, headers=headers, timeout=WAIT)
+
+
+def get(url: str, **headers: str) -> httpx.Response:
+    return httpx.get(url, headers=headers, timeout=WAIT)
 
 
 def test_no_token_or_a_bad_token_is_401(service) -> None:
@@ -107,7 +123,7 @@ def test_no_token_or_a_bad_token_is_401(service) -> None:
         got = post(url, "/v1/search", {"query": "kafka"}, token)
         assert got.status_code == 401 and got.json()["error"]["code"] == "unauthorized"
         assert got.headers["www-authenticate"] == "Bearer"
-    got = httpx.post(url + "/v1/ask", json={"question": "x"}, headers={"Authorization": "Basic abc"})
+    got = post(url, "/v1/ask", {"question": "x"}, Authorization="Basic abc")
     assert got.status_code == 401
 
 
@@ -158,18 +174,16 @@ def test_health_metrics_and_openapi(service) -> None:
     url, _ = service
     post(url, "/v1/search", {"query": FAILOVER}, TOKENS["sre"])
     post(url, "/v1/nope", {"query": FAILOVER}, TOKENS["sre"])
-    assert httpx.get(url + "/healthz").json()["status"] == "ok"
-    assert httpx.get(url + "/metrics").status_code == 401
-    assert (
-        httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKENS['sre']}"}).status_code == 403
-    )
-    metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {TOKENS['metrics']}"}).text
+    assert get(url + "/healthz").json()["status"] == "ok"
+    assert get(url + "/metrics").status_code == 401
+    assert get(url + "/metrics", Authorization=f"Bearer {TOKENS['sre']}").status_code == 403
+    metrics = get(url + "/metrics", Authorization=f"Bearer {TOKENS['metrics']}").text
     assert 'runbook_rag_requests_total{endpoint="/v1/search",outcome="200"}' in metrics
     assert "runbook_rag_request_seconds_bucket" in metrics
     assert "runbook_rag_withheld_candidates_total" in metrics
     assert "runbook_rag_index_generation_info{generation=" in metrics
     assert 'endpoint="/v1/nope"' not in metrics
-    schema = httpx.get(url + "/openapi.json").json()
+    schema = get(url + "/openapi.json").json()
     assert {"/v1/search", "/v1/ask"} <= set(schema["paths"])
 
 
@@ -183,7 +197,13 @@ def test_requests_are_audited_and_the_log_verifies(service) -> None:
     assert verify(log, key=KEY.encode()).ok
 
 
-def test_rate_limit_per_token(tmp_path: Path, sample_index_path: Path, model) -> None:
+def test_rate_limit_per_token(
+    tmp_path: Path, sample_index_path: Path, model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limiter's clock stands still: however long the requests take, no token comes back.
+    frozen = time.monotonic()
+    clock = SimpleNamespace(monotonic=lambda: frozen, perf_counter=time.perf_counter)
+    monkeypatch.setattr(service_module, "time", clock)
     index = RunbookIndex(
         sample_index_path, settings=Settings(audit_log=tmp_path / "a.log", audit_key=KEY), embedder=model
     )
@@ -229,27 +249,44 @@ def test_tokens_file_errors_name_the_file(tmp_path: Path) -> None:
         load_tokens(bad)
 
 
+def ended_or_healthy(proc: subprocess.Popen[bytes], url: str) -> bool:
+    if proc.poll() is not None:
+        return True
+    try:
+        return httpx.get(url + "/healthz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def start_service(index: Path, tokens: Path, log: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``runbook-rag serve`` as its own process, once it answers /healthz."""
-    port = free_port()
+    """``runbook-rag serve`` as its own process, once it answers /healthz.
+
+    The port is free when chosen, but another process may bind it before the service does:
+    a service that exits before it answers is started again on another port.
+    """
     exe = str(Path(sys.executable).with_name("runbook-rag"))
-    command = [exe, "serve", "--index", str(index), "--tokens", str(tokens), "--port", str(port)]
-    proc = subprocess.Popen(
-        [*command, "--audit-log", str(log), *args],
-        env={**os.environ, "RUNBOOK_RAG_AUDIT_KEY": KEY},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
+    stderr = log.with_name(log.name + ".stderr")
+    for _ in range(3):
+        port = free_port()
+        command = [exe, "serve", "--index", str(index), "--tokens", str(tokens), "--port", str(port)]
+        with stderr.open("wb") as err:
+            proc = subprocess.Popen(
+                [*command, "--audit-log", str(log), *args],
+                env={**os.environ, "RUNBOOK_RAG_AUDIT_KEY": KEY},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        url = f"http://127.0.0.1:{port}"
         try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("the service did not start")
+            wait_until(functools.partial(ended_or_healthy, proc, url), "the service to answer /healthz")
+        except AssertionError:
+            proc.kill()
+            proc.wait()
+            raise
+        if proc.poll() is None:
+            return proc, url
+        proc.wait()
+    raise AssertionError(f"the service exited before it answered: {stderr.read_text()[-2000:]}")
 
 
 def test_killed_mid_load_and_restarted_the_audit_log_verifies(
@@ -272,12 +309,12 @@ def test_killed_mid_load_and_restarted_the_audit_log_verifies(
     proc, url = start()
     loader = threading.Thread(target=load, args=(url, 400))
     loader.start()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not log.exists() or log.read_bytes().count(b"\n") < 20):
-        time.sleep(0.05)  # until the load is under way: records are being written
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    loader.join()
+    try:  # until the load is under way: records are being written
+        wait_until(lambda: log.exists() and log.read_bytes().count(b"\n") >= 20, "20 audit records")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        join(loader, "the load against the killed service")
     before = verify(log, key=KEY.encode())
     assert before.ok and before.records > 0
     proc, url = start()
@@ -285,7 +322,7 @@ def test_killed_mid_load_and_restarted_the_audit_log_verifies(
         load(url, 20)
     finally:
         proc.terminate()
-        proc.wait(10)
+        wait_exit(proc, "the service, terminated,")
     after = verify(log, key=KEY.encode())
     assert after.ok and after.records >= before.records + 20
 
@@ -312,8 +349,8 @@ def test_an_unwritable_audit_trail_is_503_and_no_answer(
 
 
 def read_reply(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (30 s bounds a hang)."""
-    sock.settimeout(30)
+    """Everything the server sends until it closes the connection (WAIT s bounds a hang)."""
+    sock.settimeout(WAIT)
     data = b""
     with contextlib.suppress(ConnectionResetError):
         while chunk := sock.recv(65536):
@@ -339,7 +376,7 @@ def test_a_body_is_not_read_before_its_token_is_known(
 ) -> None:
     url, _ = service
     for path in ("/v1/search", "/v1/ask", "/v1/unknown"):
-        with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+        with socket.create_connection(("127.0.0.1", port_of(url)), timeout=WAIT) as sock:
             # Headers only: the server answers without waiting for a body it will not read.
             sock.sendall(request_head(framing, authorization, path))
             reply = read_reply(sock)
@@ -350,10 +387,10 @@ def test_a_body_is_not_read_before_its_token_is_known(
 def test_a_body_over_the_limit_is_refused_as_it_streams(service) -> None:
     url, _ = service
     bearer = f"Bearer {TOKENS['sre']}"
-    with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", port_of(url)), timeout=WAIT) as sock:
         sock.sendall(request_head("Content-Length: 16385", bearer))  # announced: refused unread
         assert read_reply(sock).startswith(b"HTTP/1.1 413 ")
-    with socket.create_connection(("127.0.0.1", port_of(url)), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", port_of(url)), timeout=WAIT) as sock:
         sock.sendall(request_head("Transfer-Encoding: chunked", bearer))
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for _ in range(8):  # 32 KiB in 4 KiB chunks: the server stops reading after 16 KiB
@@ -372,7 +409,7 @@ def peak_rss(pid: int) -> int:
 def send_big_body(port: int, framing: str, authorization: str | None, size: int) -> bytes:
     """Stream ``size`` bytes of body until the server closes; what it answered, if anything."""
     piece = b"x" * 65536
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
         sock.sendall(request_head(framing, authorization))
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             for _ in range(size // len(piece)):
@@ -398,7 +435,7 @@ def test_oversized_bodies_leave_the_servers_peak_memory_flat(tmp_path: Path, sam
         assert post(url, "/v1/search", {"query": FAILOVER}, TOKENS["sre"]).status_code == 200
     finally:
         proc.terminate()
-        proc.wait(30)
+        wait_exit(proc, "the service, terminated,")
 
 
 def test_half_open_and_slow_clients_are_disconnected_and_others_served(
@@ -412,25 +449,26 @@ def test_half_open_and_slow_clients_are_disconnected_and_others_served(
     port, body = server.port, {"query": "kafka consumer lag"}
     bearer = {"Authorization": f"Bearer {TOKENS['sre']}"}
     try:
-        flood = []
-        for _ in range(30):  # never finish their headers
-            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-            sock.sendall(b"POST /v1/search HTTP/1.1\r\nHost: runbooks\r\nContent-Le")
-            flood.append(sock)
-        # The flood holds its address's share; a caller from another address is served.
-        other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=30)
-        with other:
-            assert other.post(server.url + "/v1/search", json=body, headers=bearer).status_code == 200
-        replies = [read_reply(sock) for sock in flood]
-        for sock in flood:
-            sock.close()
+        with contextlib.ExitStack() as opened:
+            flood = []
+            for _ in range(30):  # never finish their headers
+                sock = opened.enter_context(socket.create_connection(("127.0.0.1", port), timeout=WAIT))
+                sock.sendall(b"POST /v1/search HTTP/1.1\r\nHost: runbooks\r\nContent-Le")
+                flood.append(sock)
+            # The flood holds its address's share; a caller from another address is served.
+            other = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=WAIT)
+            with other:
+                assert other.post(server.url + "/v1/search", json=body, headers=bearer).status_code == 200
+            replies = [read_reply(sock) for sock in flood]
         refused = sum(r.startswith(b"HTTP/1.1 503 ") for r in replies)
         timed_out = sum(r.startswith(b"HTTP/1.1 408 ") for r in replies)
         assert refused + timed_out == 30 and refused >= 1 and timed_out >= 1
 
         # A client that trickles its headers is closed all the same: bytes do not extend the deadline.
-        head = request_head("Content-Length: 2", bearer["Authorization"])
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        # At five bytes a second at most, its head would take more than WAIT s to arrive in full.
+        padding = "X-Padding: " + "p" * int(WAIT / 0.2)
+        head = request_head(f"Content-Length: 2\r\n{padding}", bearer["Authorization"])
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
             sock.settimeout(0.2)
             sent, reply = 0, None
             while reply is None and sent < len(head):
@@ -443,10 +481,10 @@ def test_half_open_and_slow_clients_are_disconnected_and_others_served(
             assert sent < len(head) and reply is not None and reply.startswith(b"HTTP/1.1 408 ")
 
         # A body that stops halfway is closed too, and the connection's slot is freed.
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
             sock.sendall(request_head("Content-Length: 100", bearer["Authorization"]) + b'{"query": ')
             assert not read_reply(sock).startswith(b"HTTP/1.1 200")
-        assert httpx.post(server.url + "/v1/search", json=body, headers=bearer, timeout=30).status_code == 200
+        assert post(server.url, "/v1/search", body, **bearer).status_code == 200
     finally:
         server.stop()
 

@@ -20,6 +20,7 @@ from runbook_rag.settings import SourceLimits
 from runbook_rag.sources import DEFAULT_MAX_LINE_CHARS, Loaded, files, load_documents, read_text
 
 from .conftest import CORPUS, HashEmbedder
+from .waiting import WAIT
 
 GOOD = "---\ntitle: Good\naccess: [sre]\n---\n# Good\n\nRestart the pod.\n"
 
@@ -202,7 +203,7 @@ def load_without_hanging(source: Path, **kwargs: Any) -> Loaded:
     result: list[Loaded] = []
     worker = threading.Thread(target=lambda: result.append(load_documents([source], **kwargs)), daemon=True)
     worker.start()
-    worker.join(timeout=60)
+    worker.join(timeout=WAIT)
     if worker.is_alive():
         fifos = [p for p in source.rglob("*") if stat.S_ISFIFO(p.lstat().st_mode)]
         for _ in range(len(fifos) + 1):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +18,7 @@ from runbook_rag import Principal, RunbookIndex, Settings
 from runbook_rag.access import AccessMap
 
 from .conftest import SAMPLE_MAP, SAMPLES
+from .waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -28,35 +29,58 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def ended_or_answering(proc: subprocess.Popen[bytes], port: int) -> bool:
+    if proc.poll() is not None:
+        return True
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=5):
+            return True
+    except OSError:
+        return False
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    port = free_port()
+    """A port with ``chroma run`` answering on it.
+
+    The port is free when chosen, but another process may bind it first: a server that
+    exits before it answers is started again on another port.
+    """
     data = tmp_path_factory.mktemp("chroma-server")
+    log = data.parent / "chroma-server.log"
     chroma = Path(sys.executable).with_name("chroma")
-    proc = subprocess.Popen(
-        [str(chroma), "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
-    )
+    for _ in range(3):
+        port = free_port()
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [str(chroma), "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+            )
+        try:
+            wait_until(functools.partial(ended_or_answering, proc, port), "chroma run to answer")
+        except BaseException:
+            stop(proc)
+            raise
+        if proc.poll() is None:
+            break
+        proc.wait()
+    else:
+        raise AssertionError(f"chroma run exited before it answered: {log.read_text()[-2000:]}")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("chroma run did not start") from None
-                time.sleep(0.2)
         yield port
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="module")
