@@ -130,12 +130,12 @@ def test_empty_source_never_empties_the_index(tmp_path: Path, built: Path, model
 def test_second_builder_fails_fast_with_a_lock_error(
     src: Path, built: Path, model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from runbook_rag import indexing
+    from runbook_rag import build as building
 
     def prepare(*args: object, **kwargs: object) -> None:
         raise AssertionError("the second build read the sources")
 
-    monkeypatch.setattr(indexing, "prepare", prepare)
+    monkeypatch.setattr(building, "prepare", prepare)
     outcome: list[BaseException | None] = []
 
     def second_build() -> None:
