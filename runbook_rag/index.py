@@ -57,7 +57,10 @@ class RunbookIndex:
             batch_size=self.settings.batch_size,
             embedder=embedder,
         )
-        self._auditor = open_auditor(self.settings.audit, index=self.path, interface=interface)
+        served = self._served
+        self._auditor = open_auditor(
+            self.settings.audit, index=self.path, interface=interface, generation=lambda: served.generation
+        )
 
     @classmethod
     def build(
@@ -159,13 +162,7 @@ class RunbookIndex:
         caps the chunks returned from one runbook (0: no cap).
         """
         per_document = self.settings.per_document if per_document is None else per_document
-        return self._auditor.run(
-            "search",
-            principal,
-            query,
-            lambda trace: self._search(query, principal, k, mode, per_document, trace),
-            generation=self._generation,
-        )
+        return self._audited_search("search", query, principal, k, mode, per_document)
 
     def answer(
         self,
@@ -183,11 +180,7 @@ class RunbookIndex:
         misbehaving gives the extractive answer instead, with the reason.
         """
         return self._auditor.run(
-            "ask",
-            principal,
-            question,
-            lambda trace: self._answer(question, principal, k, mode, llm, trace),
-            generation=self._generation,
+            "ask", principal, question, lambda trace: self._answer(question, principal, k, mode, llm, trace)
         )
 
     def evaluate(
@@ -206,16 +199,26 @@ class RunbookIndex:
         from .evaluation import evaluate
 
         def documents(query: str, *, principal: Principal, k: int) -> list[Hit]:
-            return self._auditor.run(
-                "eval",
-                principal,
-                query,
-                lambda trace: self._search(query, principal, k, mode, 1, trace),
-                generation=self._generation,
-            )
+            return self._audited_search("eval", query, principal, k, mode, 1)
 
         return evaluate(
             documents, queries, principal=principal, k=k, abstain_below=self.settings.abstain_below
+        )
+
+    def _audited_search(
+        self,
+        action: str,
+        query: str,
+        principal: Principal,
+        k: int | None,
+        mode: Mode | None,
+        per_document: int,
+    ) -> list[Hit]:
+        return self._auditor.run(
+            action,
+            principal,
+            query,
+            lambda trace: self._search(query, principal, k, mode, per_document, trace),
         )
 
     def _search(
@@ -271,6 +274,3 @@ class RunbookIndex:
             abstain_below=self.settings.abstain_below,
             retrieve_ms=retrieve_ms,
         )
-
-    def _generation(self) -> str:
-        return self._served.generation

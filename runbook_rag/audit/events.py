@@ -75,9 +75,12 @@ class AuditEvent:
 class Auditor:
     """Runs queries and writes one record for each, ok or failed; subscribers get the event."""
 
-    def __init__(self, log: AuditLog, *, interface: str) -> None:
+    def __init__(self, log: AuditLog, *, interface: str, generation: Callable[[], str | None]) -> None:
+        """``generation`` names the served generation for records of queries that failed before
+        their search noted one."""
         self.log = log
         self.interface = interface
+        self._generation = generation
         self.subscribers: list[Callable[[AuditEvent], None]] = []
 
     def run(
@@ -86,8 +89,6 @@ class Auditor:
         principal: Principal,
         query: str,
         run: Callable[[QueryTrace], T],
-        *,
-        generation: Callable[[], str | None],
     ) -> T:
         """``run`` the query, then append its record; a record that cannot be written fails it."""
         started = time.perf_counter()
@@ -95,11 +96,9 @@ class Auditor:
         try:
             result = run(trace)
         except Exception as exc:  # every failure is audited too, then raised as it was
-            self._append(
-                action, principal, query, trace, generation, started, None, f"error:{type(exc).__name__}"
-            )
+            self._append(action, principal, query, trace, started, None, f"error:{type(exc).__name__}")
             raise
-        self._append(action, principal, query, trace, generation, started, result, None)
+        self._append(action, principal, query, trace, started, result, None)
         return result
 
     def _append(
@@ -108,7 +107,6 @@ class Auditor:
         principal: Principal,
         query: str,
         trace: QueryTrace,
-        generation: Callable[[], str | None],
         started: float,
         result: object,
         outcome: str | None,
@@ -118,7 +116,7 @@ class Auditor:
             "interface": self.interface,
             "principal": {"id": principal.user_id, "groups": sorted(principal.groups)},
             "query": query if isinstance(query, str) else "",
-            "generation": trace.generation or generation(),
+            "generation": trace.generation or self._generation(),
             "withheld": trace.withheld,
             "mode": trace.mode,
         }
@@ -146,10 +144,16 @@ class Auditor:
             subscriber(event)
 
 
-def open_auditor(settings: AuditSettings, *, index: Path | str, interface: str) -> Auditor:
+def open_auditor(
+    settings: AuditSettings,
+    *,
+    index: Path | str,
+    interface: str,
+    generation: Callable[[], str | None],
+) -> Auditor:
     """The auditor of the index at ``index``: its log, key (made on first use) and head."""
     setup = resolve_audit(settings, index=index)
     log = AuditLog(
         setup.log, key=setup.load_key(create=True), head=setup.head, keep_query_text=settings.keep_query_text
     )
-    return Auditor(log, interface=interface)
+    return Auditor(log, interface=interface, generation=generation)
