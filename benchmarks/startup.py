@@ -1,6 +1,16 @@
-"""Start-up time of ``import runbook_rag`` and of every ``runbook-rag ... --help``.
+"""Start-up time of ``import runbook_rag``, of every ``runbook-rag ... --help``, and of the
+commands an on-call engineer runs on the sample index.
 
-    python benchmarks/startup.py [-n RUNS] [--limit RATIO]
+    python benchmarks/startup.py [-n RUNS] [--limit RATIO] [--baseline REV] [--skip-help]
+
+Commands (needs ``pip install -e '.[bench]'`` for the peer): the sample index and the plain
+LlamaIndex pipeline's store of the same runbooks are built once; then ``search``,
+extractive ``ask``, a no-op rebuild and a dry run are timed as whole processes, round-robin
+with ``python -c "import click"`` and the peer's query script (``peer_query.py``), and with
+the same commands of git revision REV (``--baseline``, on its own copy of the index). Each
+row prints best and median wall time, the median's ratio to ``import click`` and to the
+peer's query, the ``seconds`` a build reports next to its wall time, and PASS or FAIL
+against the targets: search and ask at most 1.0 s, a no-op rebuild at most 3.0 s (medians).
 
 Times, in one run and with the current virtual environment's executables,
 ``python -c "import click"`` (the floor: the CLI cannot start faster than its
@@ -17,9 +27,13 @@ package that got loaded, so a slow import is easy to trace. Exits 1 on any FAIL.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,18 +92,127 @@ def import_times(argv: list[str]) -> list[tuple[int, int, str]]:
     return rows
 
 
+SAMPLES = ROOT / "sample_runbooks"
+ACCESS_MAP = SAMPLES / "access-map.yaml"
+# Command: (arguments, target median seconds or None).
+COMMANDS: dict[str, tuple[list[str], float | None]] = {
+    "search": (["search", "card declines are spiking", "--user", "ana", "--group", "payments-oncall"], 1.0),
+    "ask": (["ask", "postgres primary is down, how do I fail over?", "--user", "dee", "--group", "dba"], 1.0),
+    "build (no-op)": (["build", str(SAMPLES), "--access-map", str(ACCESS_MAP), "--json"], 3.0),
+    "build --dry-run": (["build", str(SAMPLES), "--access-map", str(ACCESS_MAP), "--dry-run", "--json"], 3.0),
+}
+
+
+def unpack(rev: str, into: Path) -> Path:
+    """The ``runbook_rag`` package of git revision ``rev``, under ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", rev, "runbook_rag"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed:\n{done.stderr}")
+    return elapsed, done.stdout
+
+
+def commands(runs: int, baseline: str | None) -> list[str]:
+    """Time the on-call commands; returns the labels that missed their target."""
+    from benchmarks.peer import LlamaIndexPeer
+    from runbook_rag import RunbookIndex
+    from runbook_rag.access import AccessMap
+    from runbook_rag.sources import load_documents
+
+    work = Path(tempfile.mkdtemp(prefix="rr-startup-"))
+    try:
+        index = work / "index"
+        access_map = AccessMap.load(ACCESS_MAP)
+        RunbookIndex.build([SAMPLES], path=index, access_map=access_map)
+        peer_store = work / "peer"
+        LlamaIndexPeer(load_documents([SAMPLES], access_map=access_map).documents, peer_store)
+        python = sys.executable
+        base_env = {**os.environ, "RUNBOOK_RAG_INDEX": str(index)}
+        variants = {"current": base_env}
+        if baseline:
+            shutil.copytree(index, work / "baseline-index")
+            package = unpack(baseline, work / "baseline")
+            variants[f"baseline {baseline}"] = {
+                **os.environ,
+                "RUNBOOK_RAG_INDEX": str(work / "baseline-index"),
+                "PYTHONPATH": str(package),
+            }
+        peer_query = [str(ROOT / "benchmarks" / "peer_query.py"), str(peer_store)]
+        cases: list[tuple[str, list[str], dict[str, str]]] = [
+            ("import click", [python, "-c", "import click"], base_env),
+            (
+                "peer query (LlamaIndex)",
+                [python, *peer_query, "card declines are spiking", "--group", "payments-oncall"],
+                base_env,
+            ),
+        ]
+        for name, (argv, _) in COMMANDS.items():
+            for variant, env in variants.items():
+                label = name if variant == "current" else f"{name} [{variant}]"
+                cases.append((label, [python, "-m", "runbook_rag", *argv], env))
+        for _, argv, env in cases:
+            timed(argv, env)  # warm the bytecode and page caches
+        samples: dict[str, list[float]] = {label: [] for label, _, _ in cases}
+        reported: dict[str, list[float]] = {}
+        for _ in range(runs):
+            for label, argv, env in cases:
+                elapsed, out = timed(argv, env)
+                samples[label].append(elapsed)
+                if "--json" in argv and argv[3] == "build":
+                    reported.setdefault(label, []).append(float(json.loads(out)["seconds"]))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    click_median = statistics.median(samples["import click"])
+    peer_median = statistics.median(samples["peer query (LlamaIndex)"])
+    width = max(len(label) for label, _, _ in cases)
+    print(f"\ncommands on the sample index, {runs} runs each (wall time of the whole process)")
+    print(
+        f"{'':{width}s}  {'best':>7s}  {'median':>7s}  {'x click':>7s}  {'x peer':>6s}  "
+        f"{'reported':>8s}  verdict"
+    )
+    failed = []
+    for label, _, _ in cases:
+        best, median = min(samples[label]), statistics.median(samples[label])
+        target = COMMANDS.get(label, (None, None))[1]
+        verdict = ""
+        if target is not None:
+            verdict = f"PASS (<= {target:g} s)" if median <= target else f"FAIL (> {target:g} s)"
+            if median > target:
+                failed.append(label)
+        said = f"{statistics.median(reported[label]):7.2f}s" if label in reported else ""
+        print(
+            f"{label:{width}s}  {best:6.2f}s  {median:6.2f}s  {median / click_median:6.1f}x  "
+            f"{median / peer_median:5.2f}x  {said:>8s}  {verdict}"
+        )
+    return failed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-n", "--runs", type=int, default=10, help="Timed runs of each command.")
     parser.add_argument("--limit", type=float, default=2.0, help="Allowed ratio to import click.")
+    parser.add_argument("--baseline", help="A git revision whose commands run alongside, in this run.")
+    parser.add_argument("--skip-help", action="store_true", help="Time only the on-call commands.")
     args = parser.parse_args()
 
     python = Path(sys.executable)
     exe = python.with_name("runbook-rag")
     if not exe.exists():
         sys.exit(f"{exe} not found: install the project into this environment (pip install -e .)")
+    if args.skip_help:
+        sys.exit(1 if commands(args.runs, args.baseline) else 0)
 
     cases: list[tuple[str, list[str]]] = [
         ("import click", [str(python), "-c", "import click"]),
@@ -136,6 +259,7 @@ def main() -> None:
     loaded = sorted({name.split(".")[0] for _, _, name in rows} & set(HEAVY))
     print(f"heavy packages loaded: {', '.join(loaded) or 'none'}")
 
+    failed += commands(args.runs, args.baseline)
     if failed:
         sys.exit(1)
 

@@ -197,11 +197,12 @@ def build_index(
             vectors = _vectors(prepared.chunks, keys, old_store, old_meta, embedder, progress=progress)
             generation = _write_generation(layout, prepared, keys, vectors, embedder, diff)
         elif not dry_run:
-            # Nothing to re-index; keep the last build report current (an atomic replace).
+            # Nothing to re-index: the published generation stays as it is, and this
+            # build's report is kept beside it when it says something new.
             _, manifest = layout.load()
             report = _kept(_report(prepared, diff))
             if manifest.report != report:
-                layout.update_manifest(manifest.model_copy(update={"report": report}))
+                layout.record_report(manifest, report)
         if not dry_run:
             layout.remove_stale()
     return replace(

@@ -68,21 +68,44 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         path, model_id = resolve_model(model)
         self._path = path
+        self._model_id = model_id
+        self._batch_size = batch_size
+        self._device = device
+        self._loaded: Any = None
+        self._tokenizer: Any = None
+        shape = _plain_shape(path)
+        if shape is None:
+            self._load()
+        else:
+            self._dimension, self._max_tokens, self._tokenizer = shape
+
+    @property
+    def _model(self) -> Any:
+        """The sentence-transformers model, loaded on first use: a build that embeds
+        nothing needs only the tokenizer and the model's shape."""
+        return self._loaded if self._loaded is not None else self._load()
+
+    def _load(self) -> Any:
+        path = self._path
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-            self._model: Any = SentenceTransformer(str(path), device=device, local_files_only=True)
+            model: Any = SentenceTransformer(str(path), device=self._device, local_files_only=True)
         except (OSError, ValueError) as exc:
             raise EmbeddingError(f"cannot load embedding model from {path}: {exc}") from exc
-        self._model_id = model_id
-        self._batch_size = batch_size
-        dimension: Any = self._model.get_embedding_dimension()
-        self._dimension = int(dimension)
-        special = len(self._model.tokenizer("", add_special_tokens=True)["input_ids"])
-        window: Any = self._model.max_seq_length
-        self._max_tokens = int(window) - special
+        dimension = int(model.get_embedding_dimension())
+        special = len(model.tokenizer("", add_special_tokens=True)["input_ids"])
+        max_tokens = int(model.max_seq_length) - special
+        if self._tokenizer is not None and (dimension, max_tokens) != (self._dimension, self._max_tokens):
+            raise EmbeddingError(
+                f"the model in {path} is {dimension}-d with a {max_tokens}-token window, "
+                f"but its configuration files say {self._dimension}-d and {self._max_tokens}"
+            )
+        self._dimension, self._max_tokens = dimension, max_tokens
+        self._loaded = model
+        return model
 
     @property
     def model_id(self) -> str:
@@ -99,6 +122,9 @@ class SentenceTransformerEmbedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
+        if self._tokenizer is not None:
+            encoded = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
+            return [len(e.ids) for e in encoded]
         backend = getattr(self._model.tokenizer, "backend_tokenizer", None)
         if backend is not None and backend.truncation is None and backend.padding is None:
             # The Rust tokenizer directly: faster, and silent about texts longer than the window.
@@ -188,6 +214,40 @@ class SentenceTransformerEmbedder:
             show_progress_bar=progress,
         )
         return vectors.tolist()  # type: ignore[no-any-return]
+
+
+_PLAIN_MODULES = (
+    ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling"],
+    [
+        "sentence_transformers.models.Transformer",
+        "sentence_transformers.models.Pooling",
+        "sentence_transformers.models.Normalize",
+    ],
+)
+
+
+def _plain_shape(path: Path) -> tuple[int, int, Any] | None:
+    """``(dimension, content window, tokenizer)`` of a transformer -> pooling (-> normalise)
+    model, read from its configuration files without loading it; None for any other shape
+    (the model is then loaded to learn it)."""
+    try:
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+        types = [m["type"] for m in modules]
+        if types not in _PLAIN_MODULES or modules[0]["path"] not in ("", "."):
+            return None
+        pooling = json.loads((path / modules[1]["path"] / "config.json").read_text(encoding="utf-8"))
+        window = json.loads((path / "sentence_bert_config.json").read_text(encoding="utf-8"))[
+            "max_seq_length"
+        ]
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    special = len(tokenizer.encode("", add_special_tokens=True).ids)
+    return int(pooling["word_embedding_dimension"]), int(window) - special, tokenizer
 
 
 def resolve_model(model: str | Path | None) -> tuple[Path, str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import json
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ LOCK = ".build.lock"
 ENCODERS = "encoders"
 MANIFEST = "manifest.json"
 LEXICAL = "lexical"
+LAST_BUILD = "last-build.json"
 
 
 class Manifest(BaseModel):
@@ -99,6 +101,18 @@ def load_manifest(index_path: Path) -> tuple[Path, Manifest]:
             path=index_path,
         )
     return gen_dir, manifest
+
+
+def _with_last_report(index_path: Path, manifest: Manifest) -> Manifest:
+    """``manifest`` with the report of the last build, when that build published nothing."""
+    try:
+        record = json.loads((index_path / LAST_BUILD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return manifest
+    if not isinstance(record, dict) or record.get("generation") != manifest.generation:
+        return manifest
+    report = record.get("report")
+    return manifest.model_copy(update={"report": report}) if isinstance(report, dict) else manifest
 
 
 def write_manifest(gen_dir: Path, manifest: Manifest) -> None:
@@ -210,22 +224,27 @@ class Layout(Protocol):
     """The local index folder (build lock, query encoders, lexical indexes)."""
     refresh_interval: float
     """Seconds between checks of the pointer by long-lived readers (0: before every query)."""
+    keeps_derived: bool
+    """Whether a lexical index derived from the store is kept in :meth:`lexical_dir` (never
+    inside a published generation, which is not written again)."""
 
     def pointer(self) -> str | None: ...
     def load(self) -> tuple[ChromaStore, Manifest]: ...
     def create_store(self, name: str) -> ChromaStore: ...
     def publish(self, manifest: Manifest) -> None: ...
-    def update_manifest(self, manifest: Manifest) -> None: ...
+    def record_report(self, manifest: Manifest, report: dict[str, Any]) -> None: ...
     def lexical_dir(self, name: str) -> Path: ...
     def discard(self, name: str) -> None: ...
     def remove_stale(self) -> None: ...
     def orphans(self) -> list[str]: ...
+    def close(self) -> None: ...
 
 
 class FileLayout:
     """Generations as Chroma folders under the index folder (the embedded default)."""
 
     refresh_interval = 0.0
+    keeps_derived = False
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -237,7 +256,7 @@ class FileLayout:
         from .store import ChromaStore
 
         gen_dir, manifest = load_manifest(self.path)
-        return ChromaStore(gen_dir), manifest
+        return ChromaStore(gen_dir, read_only=True), _with_last_report(self.path, manifest)
 
     def create_store(self, name: str) -> ChromaStore:
         from .store import ChromaStore
@@ -248,8 +267,11 @@ class FileLayout:
         write_manifest(self.path / manifest.generation, manifest)
         publish(self.path, manifest.generation)
 
-    def update_manifest(self, manifest: Manifest) -> None:
-        write_manifest(self.path / manifest.generation, manifest)
+    def record_report(self, manifest: Manifest, report: dict[str, Any]) -> None:
+        """Keep the report of a build that changed nothing beside the index: the published
+        generation itself is never written again."""
+        record = {"generation": manifest.generation, "report": report}
+        atomic_write(self.path / LAST_BUILD, json.dumps(record, ensure_ascii=False, indent=2))
 
     def lexical_dir(self, name: str) -> Path:
         return self.path / name / LEXICAL
@@ -264,6 +286,9 @@ class FileLayout:
         current = self.pointer()
         return [p.name for p in self.path.glob("gen-*") if p.name != current and not (p / MANIFEST).exists()]
 
+    def close(self) -> None:
+        """Nothing to let go of: each store closes itself."""
+
 
 class ServerLayout:
     """Generations as collections on a Chroma server, for several builders and bots.
@@ -277,6 +302,8 @@ class ServerLayout:
     """
 
     refresh_interval = 1.0  # a pointer check is a request: at most once a second
+
+    keeps_derived = True
 
     def __init__(self, path: Path, server: ChromaServer) -> None:
         self.path = path
@@ -317,7 +344,8 @@ class ServerLayout:
             previous = self._server.record(self.name)[1].get("previous", "")
         self._write(manifest, previous)
 
-    def update_manifest(self, manifest: Manifest) -> None:
+    def record_report(self, manifest: Manifest, report: dict[str, Any]) -> None:
+        manifest = manifest.model_copy(update={"report": report})
         self._write(manifest, self._server.record(self.name)[1].get("previous", ""))
 
     def _write(self, manifest: Manifest, previous: str) -> None:
@@ -350,6 +378,9 @@ class ServerLayout:
 
     def orphans(self) -> list[str]:
         return self._stale()
+
+    def close(self) -> None:
+        self._server.close()
 
 
 def open_layout(path: Path, chroma: ChromaSettings) -> Layout:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from .access import AccessMap
 from .answer import extractive_answer
 from .audit import AuditEvent, open_auditor
-from .build import build_index
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .generations import Manifest, open_layout, verify_generation
 from .ranking import Mode, rank
@@ -82,6 +81,8 @@ class RunbookIndex:
         Incremental: only new or changed passages are embedded. With ``dry_run`` nothing is
         written and the report's ``diff`` says what would change.
         """
+        from .build import build_index
+
         settings = settings or Settings()
         if access_map is not None and not isinstance(access_map, AccessMap):
             access_map = AccessMap.load(access_map)
@@ -113,6 +114,17 @@ class RunbookIndex:
         )
         # Pages the mirror refused are part of what this build skipped.
         return replace(report, skipped=(*not_mirrored, *report.skipped)) if not_mirrored else report
+
+    def close(self) -> None:
+        """Close the store (and its private copy) and any server connection. A closed index
+        opens them again when it is used."""
+        self._served.close()
+
+    def __enter__(self) -> RunbookIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def manifest(self) -> Manifest:

@@ -23,12 +23,14 @@ word, also as the term the same word typed in lower case gives).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -49,9 +51,17 @@ _QUANTITY = re.compile(r"\d+[^\W\d_]{1,3}|[^\W\d_]{1,3}\d{1,3}", re.IGNORECASE)
 
 @functools.cache
 def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
+    """bm25s's English stop words, read from its module alone: importing the package
+    would load SciPy, which only building the index needs."""
+    spec = importlib.util.find_spec("bm25s")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("bm25s is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "stopwords.py"
+    module = importlib.util.module_from_spec(
+        cast(Any, importlib.util.spec_from_file_location("_bm25s_stopwords", path))
+    )
+    cast(Any, module.__spec__).loader.exec_module(module)
+    return frozenset(module.STOPWORDS_EN)
 
 
 @functools.cache
@@ -110,12 +120,39 @@ class _View:
     avg_len: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Matrix:
+    """The term-by-chunk BM25 score matrix (compressed sparse columns, one column per
+    term) and the term vocabulary, in the files bm25s writes."""
+
+    vocab: dict[str, int]
+    data: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+
+    FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
+    VOCAB = "vocab.index.json"
+
+    def save(self, folder: Path) -> None:
+        for name, array in zip(self.FILES, (self.data, self.indices, self.indptr), strict=True):
+            np.save(folder / name, array)
+        (folder / self.VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> _Matrix:
+        data, indices, indptr = (np.load(folder / name, mmap_mode="r") for name in cls.FILES)
+        vocab = json.loads((folder / cls.VOCAB).read_text(encoding="utf-8"))
+        if not isinstance(vocab, dict) or len(indptr) != len(vocab) + 1:
+            raise ValueError("the term vocabulary does not match the score matrix")
+        return cls(vocab, data, indices, indptr)
+
+
 class LexicalIndex:
     """BM25 over one generation's chunks, searched within a caller's visible label sets."""
 
     def __init__(
         self,
-        bm25: object,
+        matrix: _Matrix,
         chunk_ids: Sequence[str],
         lengths: np.ndarray,
         acl: np.ndarray,
@@ -123,18 +160,17 @@ class LexicalIndex:
         documents: np.ndarray,
         content_keys: Sequence[str] = (),
     ) -> None:
-        self._bm25 = bm25
+        self._matrix = matrix
         self._content_keys = list(content_keys) or [""] * len(chunk_ids)
         self.chunk_ids = list(chunk_ids)
         self._documents = documents
         self._lengths = lengths.astype(np.float64)
         self._acl = acl
         self._keys = list(keys)
-        self._vocab: dict[str, int] = dict(bm25.vocab_dict)  # type: ignore[attr-defined]
-        scores = bm25.scores  # type: ignore[attr-defined]
-        self._data = np.asarray(scores["data"])
-        self._indices = np.asarray(scores["indices"])
-        self._indptr = np.asarray(scores["indptr"])
+        self._vocab = matrix.vocab
+        self._data = matrix.data
+        self._indices = matrix.indices
+        self._indptr = matrix.indptr
         self._avg_all = float(self._lengths.mean()) if len(self._lengths) else 1.0
         self._views: dict[frozenset[str], _View] = {}
         self._positions: dict[str, int] | None = None
@@ -170,20 +206,23 @@ class LexicalIndex:
             tokens = bag if bag is not None else terms(text)
             token_ids.append([vocab.setdefault(t, len(vocab)) for t in tokens] or [0])
             acl.append(keys.setdefault(key, len(keys)))
-        bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
         if chunk_ids:
+            bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
             bm25.index((token_ids, vocab), create_empty_token=False, show_progress=False)
+            scores = bm25.scores
+            matrix = _Matrix(
+                dict(bm25.vocab_dict),
+                np.asarray(scores["data"]),
+                np.asarray(scores["indices"]),
+                np.asarray(scores["indptr"]),
+            )
         else:
-            bm25.scores = {
-                "data": np.zeros(0),
-                "indices": np.zeros(0, dtype=np.int32),
-                "indptr": np.zeros(len(vocab) + 1, dtype=np.int32),
-                "num_docs": 0,
-            }
-            bm25.vocab_dict = vocab
+            matrix = _Matrix(
+                vocab, np.zeros(0), np.zeros(0, dtype=np.int32), np.zeros(len(vocab) + 1, dtype=np.int32)
+            )
         lengths = np.array([len(ids) for ids in token_ids], dtype=np.int32)
         return cls(
-            bm25,
+            matrix,
             chunk_ids,
             lengths,
             np.array(acl, dtype=np.int32),
@@ -219,7 +258,7 @@ class LexicalIndex:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        self._bm25.save(str(folder), show_progress=False)  # type: ignore[attr-defined]
+        self._matrix.save(folder)
         np.save(folder / "lengths.npy", self._lengths.astype(np.int32))
         np.save(folder / "acl.npy", self._acl)
         np.save(folder / "documents.npy", self._documents)
@@ -232,11 +271,10 @@ class LexicalIndex:
 
     @classmethod
     def load(cls, folder: Path) -> LexicalIndex:
-        import bm25s
-
+        """The index saved in ``folder``, its arrays memory-mapped read-only."""
         try:
             meta = json.loads((folder / CHUNKS_FILE).read_text(encoding="utf-8"))
-            bm25 = bm25s.BM25.load(str(folder), mmap=True, show_progress=False)
+            matrix = _Matrix.load(folder)
             lengths = np.load(folder / "lengths.npy")
             acl = np.load(folder / "acl.npy")
             documents = np.load(folder / "documents.npy")
@@ -245,7 +283,13 @@ class LexicalIndex:
         if not len(meta["chunk_ids"]) == len(lengths) == len(acl) == len(documents):
             raise IndexStateError("the lexical index is inconsistent", path=folder)
         return cls(
-            bm25, meta["chunk_ids"], lengths, acl, meta["label_keys"], documents, meta.get("content_keys", ())
+            matrix,
+            meta["chunk_ids"],
+            lengths,
+            acl,
+            meta["label_keys"],
+            documents,
+            meta.get("content_keys", ()),
         )
 
     def _view(self, visible: frozenset[str]) -> _View:

@@ -81,6 +81,7 @@ class ServedIndex:
     def retrievers(self) -> tuple[Generation, Retrievers]:
         """The current generation and what searches it: its store, lexical index and encoder."""
         generation = self.current()
+        generation.store.warm()
         encoder = self.encoder(generation.manifest)
         return generation, Retrievers(
             generation.store, generation.lexical, encoder, generation.manifest.label_sets
@@ -104,6 +105,11 @@ class ServedIndex:
         if encoder is not None and encoder.model_id == manifest.model_id:
             return encoder
         return self.embedder()
+
+    def close(self) -> None:
+        """Close the served generation's store and the layout's connections."""
+        self._generation.store.close()
+        self.layout.close()
 
     def embedder(self) -> Embedder:
         """The sentence-transformers model (the one given, or loaded on first use)."""
@@ -133,6 +139,7 @@ class ServedIndex:
         folder = self.layout.lexical_dir(manifest.generation)
         if (folder / CHUNKS_FILE).exists():
             return LexicalIndex.load(folder)
+
         log.info("deriving the lexical index of %s from the store", manifest.generation)
         lexical = LexicalIndex.build(
             (
@@ -144,7 +151,8 @@ class ServedIndex:
             )
             for cid, text, meta in store.documents()
         )
-        _keep(lexical, folder)
+        if self.layout.keeps_derived:
+            _keep(lexical, folder)
         return lexical
 
 

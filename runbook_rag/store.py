@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import tempfile
 import threading
+import uuid
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,36 +53,106 @@ class StoredMatch:
 
 
 class ChromaStore:
-    """Chunks, their embeddings and metadata in one Chroma collection."""
+    """Chunks, their embeddings and metadata in one Chroma collection.
+
+    Opened on first use, so a command that never searches never starts Chroma. A
+    published local store is opened ``read_only``: Chroma's embedded client writes to
+    every store it opens (a lock table, the HNSW files), and a published generation is
+    never written again, so this process opens a private copy of it instead, removed
+    when the store is closed or the process exits.
+    """
 
     def __init__(
         self,
         path: Path | None = None,
         *,
         create: bool = False,
+        read_only: bool = False,
         client: Any = None,
         collection: str = COLLECTION,
     ) -> None:
         """The collection in a local store at ``path``, or ``collection`` through ``client``
         (a Chroma server, see :func:`server_client`)."""
-        import chromadb
-
-        where = str(path) if path is not None else collection
         self.path = path
         self.name = collection
+        self._create = create
+        self._read_only = read_only and client is None
+        self._client = client
+        self._collection_handle: Any = None
+        self._copy: Path | None = None
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._owns_client = False
+        self._warming: threading.Thread | None = None
+        self._open_lock = threading.RLock()
         self._lock = threading.Lock()
         self._allowed: dict[str, list[str]] = {}
         self._total: int | None = None
+        if create:
+            self._open()
+
+    @property
+    def _collection(self) -> Any:
+        handle = self._collection_handle
+        if handle is None:
+            with self._open_lock:
+                if self._collection_handle is None:
+                    self._open()
+                handle = self._collection_handle
+        return handle
+
+    def warm(self) -> None:
+        """Start opening the store in the background (a query encodes its text meanwhile);
+        the first use waits for it, and reports any error itself."""
+        if self._collection_handle is not None or self._warming is not None:
+            return
+
+        def open_quietly() -> None:
+            with contextlib.suppress(Exception):
+                self._collection  # noqa: B018  (opens it)
+
+        self._warming = threading.Thread(target=open_quietly, name="runbook-rag-store-open")
+        self._warming.start()
+
+    def _open(self) -> None:
+        import chromadb
+
+        where = str(self.path) if self.path is not None else self.name
         try:
-            self._client = client if client is not None else local_client(path)  # type: ignore[arg-type]
-            if create:
-                self._collection = self._client.create_collection(
-                    collection, configuration=cast(Any, {"hnsw": HNSW}), embedding_function=None
+            if self._client is None:
+                assert self.path is not None
+                if self._read_only:
+                    self._copy = private_copy(self.path)
+                    self._finalizer = weakref.finalize(self, _release, None, self._copy)
+                self._client = local_client(self._copy or self.path)
+                self._owns_client = True
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+                self._finalizer = weakref.finalize(self, _release, self._client, self._copy)
+            if self._create:
+                self._collection_handle = self._client.create_collection(
+                    self.name, configuration=cast(Any, {"hnsw": HNSW}), embedding_function=None
                 )
             else:
-                self._collection = self._client.get_collection(collection, embedding_function=None)
+                self._collection_handle = self._client.get_collection(self.name, embedding_function=None)
         except (ValueError, chromadb.errors.ChromaError) as exc:
+            self.close()
             raise IndexStateError(f"cannot open the vector store: {exc}", path=where) from exc
+        except OSError as exc:
+            self.close()
+            raise IndexStateError(f"cannot open the vector store: {exc.strerror or exc}", path=where) from exc
+
+    def close(self) -> None:
+        """Let go of the store: its client when this store made it, and this process's
+        private copy. Using the store again opens it again."""
+        with self._open_lock:
+            self._collection_handle = None
+            if self._owns_client:
+                self._client = None
+                self._owns_client = False
+            if self._finalizer is not None:
+                self._finalizer()
+                self._finalizer = None
+            self._copy = None
 
     def add(
         self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]], keys: Sequence[str]
@@ -240,6 +315,60 @@ def metadata_of(chunk: Chunk) -> dict[str, Any]:
     return meta
 
 
+def private_copy(path: Path) -> Path:
+    """A copy of the Chroma files of the store at ``path`` (the SQLite file and the
+    segment folders) in a new temporary folder that only this process uses."""
+    sweep_private_copies()
+    copy = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
+    try:
+        for entry in path.iterdir():
+            if entry.name == "chroma.sqlite3":
+                shutil.copyfile(entry, copy / entry.name)
+            elif entry.is_dir() and _is_segment(entry.name):
+                shutil.copytree(entry, copy / entry.name)
+    except OSError:
+        shutil.rmtree(copy, ignore_errors=True)
+        raise
+    return copy
+
+
+COPY_PREFIX = "runbook-rag-store-"
+
+
+def _release(client: Any, copy: Path | None) -> None:
+    if client is not None:
+        with contextlib.suppress(Exception):
+            client.close()
+    if copy is not None:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def sweep_private_copies() -> None:
+    """Remove the private store copies of processes that ended without removing theirs."""
+    for entry in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*-*"):
+        pid = entry.name.removeprefix(COPY_PREFIX).partition("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _is_segment(name: str) -> bool:
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return False
+    return True
+
+
 def local_client(path: Path) -> Any:
     """An embedded Chroma store in ``path`` (one process writes it at a time)."""
     import chromadb
@@ -295,6 +424,11 @@ class ChromaServer:
     def put_record(self, name: str, document: str, metadata: dict[str, Any]) -> None:
         """Replace the registry record of index ``name`` in one upsert."""
         self._registry.upsert(ids=[name], embeddings=[[1.0]], documents=[document], metadatas=[metadata])
+
+    def close(self) -> None:
+        """Close the connection to the server."""
+        with contextlib.suppress(Exception):
+            self.client.close()
 
     def store(self, collection: str, *, create: bool = False) -> ChromaStore:
         return ChromaStore(client=self.client, collection=collection, create=create)
