@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from runbook_rag import Settings, runtime
 
 from .conftest import SAMPLES
+from .openai_server import FakeOpenAI
 
 # A few runbooks of the sample set, with their access map: enough for every command.
 SUBSET = (
@@ -75,9 +77,17 @@ def clean_env(home: Path, tmp: Path, cache: Path | None) -> dict[str, str]:
     return env
 
 
-def run_commands(tmp_path: Path, *, separate_cache: bool) -> tuple[list[str], Path]:
-    """Build, search and ask in a fresh home, temp folder and working directory; returns
-    what was written outside the index folder and the cache directory, and the index folder."""
+@pytest.fixture(scope="module")
+def llm() -> Iterator[FakeOpenAI]:
+    fake = FakeOpenAI()
+    yield fake
+    fake.close()
+
+
+def run_commands(tmp_path: Path, llm: FakeOpenAI, *, separate_cache: bool) -> tuple[list[str], Path]:
+    """Build, search and ask (extractive, and through a model) in a fresh home, temp folder
+    and working directory; returns what was written outside the index folder and the cache
+    directory, and the index folder."""
     sources = tmp_path / "runbooks"
     for rel in SUBSET:
         (sources / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -92,31 +102,35 @@ def run_commands(tmp_path: Path, *, separate_cache: bool) -> tuple[list[str], Pa
     watched = (home, tmp, cwd)
     before = {root: snapshot(root, skip=allowed) for root in watched}
     shared_before = shared_tmp()
+    caller = ["--index", str(index), "--user", "ana", "--group", "sre"]
     commands = [
         ["build", "--index", str(index), "--access-map", str(sources / "access-map.yaml"), str(sources)],
-        ["search", "--index", str(index), "--user", "ana", "--group", "sre", "postgres primary is down"],
-        ["ask", "--index", str(index), "--user", "ana", "--group", "sre", "how do I fail over postgres?"],
+        ["search", *caller, "card declines spiking"],
+        ["ask", *caller, "card declines are spiking, what do I check first?"],
+        ["ask", *caller, "--llm-base-url", llm.base_url, "--llm-model", "good", "card declines are spiking"],
     ]
+    calls = llm.calls.get("good", 0)
     for args in commands:
         done = subprocess.run(
             [sys.executable, "-m", "runbook_rag", *args], cwd=cwd, env=env, capture_output=True, text=True
         )
         assert done.returncode == 0, f"{args[0]} failed: {done.stderr}"
+    assert llm.calls.get("good", 0) > calls, "the answer was not written by the model"
     found = [line for root in watched for line in written(before[root], snapshot(root, skip=allowed))]
     found += written(shared_before, shared_tmp())
     return found, index
 
 
 @pytest.mark.slow
-def test_commands_write_only_the_index_and_its_cache(tmp_path: Path) -> None:
-    found, index = run_commands(tmp_path, separate_cache=False)
+def test_commands_write_only_the_index_and_its_cache(tmp_path: Path, llm: FakeOpenAI) -> None:
+    found, index = run_commands(tmp_path, llm, separate_cache=False)
     assert found == [], "written outside the index folder:\n" + "\n".join(found)
     assert (index / "CURRENT").exists()
 
 
 @pytest.mark.slow
-def test_a_cache_directory_of_its_own(tmp_path: Path) -> None:
-    found, index = run_commands(tmp_path, separate_cache=True)
+def test_a_cache_directory_of_its_own(tmp_path: Path, llm: FakeOpenAI) -> None:
+    found, index = run_commands(tmp_path, llm, separate_cache=True)
     assert found == [], "written outside the index folder and the cache directory:\n" + "\n".join(found)
     assert not (index / "cache").exists()
 
