@@ -9,6 +9,9 @@ at a time, go through an ONNX export of the same model (:class:`OnnxQueryEncoder
 when the build could make one: about four times faster for a single text, and no
 torch import in the process that serves queries. The export is checked against the
 original model on probe texts and discarded if they disagree.
+
+Importing this module switches off the telemetry of those libraries
+(:func:`runbook_rag.runtime.quiet`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from . import runtime
 from .errors import EmbeddingError
+
+# Before any of the libraries below is imported: onnxruntime writes its telemetry files on import.
+runtime.quiet()
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _ENCODER_META = "encoder.json"
@@ -60,13 +67,8 @@ class SentenceTransformerEmbedder:
     """A sentence-transformers model from a local folder, on the CPU unless told otherwise."""
 
     def __init__(self, model: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
-        # Belt and braces: no hub look-ups, no telemetry, no progress bars in logs.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         path, model_id = resolve_model(model)
+        runtime.prepare_torch()
         self._path = path
         self._model_id = model_id
         self._batch_size = batch_size
@@ -294,6 +296,7 @@ class OnnxQueryEncoder:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
+        ort.disable_telemetry_events()  # in case it was imported before telemetry was switched off
         try:
             meta = json.loads((folder / _ENCODER_META).read_text(encoding="utf-8"))
             self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
         description="Embedding model: the bundled all-MiniLM-L6-v2, or a local sentence-transformers folder.",
     )
     batch_size: int = Field(64, ge=1, le=1024, description="Embedding batch size.")
+    cache_dir: Path | None = Field(
+        None,
+        description=(
+            "Where the libraries runbook-rag loads keep their caches (torch, Hugging Face, "
+            "LlamaIndex); default: cache/ in the index folder. See runbook_rag.runtime."
+        ),
+    )
     k: int = Field(5, ge=1, le=50, description="Default number of search hits.")
     max_file_bytes: int = Field(
         5 * 1024 * 1024, ge=1024, description="Source files larger than this are skipped, unread."
@@ -100,6 +107,10 @@ class Settings(BaseSettings):
     confluence_user: str | None = Field(
         None, description="The account's e-mail on Confluence Cloud (basic auth); unset: bearer token."
     )
+
+    def cache_path(self, index: Path) -> Path:
+        """The cache directory for the index folder ``index``."""
+        return self.cache_dir if self.cache_dir is not None else index / "cache"
 
     @property
     def chroma(self) -> ChromaSettings:

@@ -21,6 +21,7 @@ LOWER = {
     "lexical",
     "records",
     "redaction",
+    "runtime",
     "screening",
     "secret_rules",
     "settings",
