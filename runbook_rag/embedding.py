@@ -68,7 +68,6 @@ class SentenceTransformerEmbedder:
 
     def __init__(self, model: str | Path | None = None, *, batch_size: int = 64, device: str = "cpu") -> None:
         path, model_id = resolve_model(model)
-        runtime.prepare_torch()
         self._path = path
         self._model_id = model_id
         self._batch_size = batch_size
@@ -89,6 +88,7 @@ class SentenceTransformerEmbedder:
 
     def _load(self) -> Any:
         path = self._path
+        runtime.prepare_torch()
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging

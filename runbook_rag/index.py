@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import runtime
 from .access import AccessMap
 from .answer import extractive_answer
 from .audit import AuditEvent, open_auditor
@@ -48,6 +49,7 @@ class RunbookIndex:
         """``interface`` names the caller in the audit trail: library, cli or http."""
         self.settings = settings or Settings()
         self.path = Path(path) if path is not None else self.settings.index
+        runtime.use_cache_dir(self.settings.cache_path(self.path))
         self.interface = interface
         self._llm: Any = None
         self._served = ServedIndex(
@@ -87,6 +89,7 @@ class RunbookIndex:
         if access_map is not None and not isinstance(access_map, AccessMap):
             access_map = AccessMap.load(access_map)
         index_path = Path(path) if path is not None else settings.index
+        runtime.use_cache_dir(settings.cache_path(index_path))
         sources = list(sources)
         not_mirrored: list[Skipped] = []
         if confluence_url and spaces:
