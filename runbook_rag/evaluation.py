@@ -7,7 +7,10 @@ A query file has one JSON object per line::
 ``relevant: []`` means the right behaviour is to abstain. ``forbidden`` sources must never
 appear in results or citations (a leak). ``groups`` overrides the evaluating principal's
 groups for that line. Metrics are at document level: a query's ranking is the distinct
-sources of its hits, in order.
+sources of its hits, in order. ``first_citation_relevant`` is the share of answerable
+queries whose extractive answer cites a relevant runbook first (an abstention counts as
+a miss): the answer is made from the passages ``ask`` would use when a passage search is
+given, else from the document ranking's hits.
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ class EvalReport:
                     "first_relevant": r.first_relevant(),
                     "abstained": r.abstained,
                     "ranked": list(r.ranked),
+                    "cited": list(r.cited),
                     "leaked": list(r.leaked),
                 }
                 for r in self.results
@@ -140,6 +144,12 @@ class Search(Protocol):
     def __call__(self, query: str, *, principal: Principal, k: int) -> list[Hit]: ...
 
 
+class PassageSearch(Protocol):
+    """An audited search returning the passages ``ask`` answers from, best first."""
+
+    def __call__(self, query: str, *, principal: Principal) -> list[Hit]: ...
+
+
 def evaluate(
     search: Search,
     queries: Sequence[EvalQuery],
@@ -147,8 +157,12 @@ def evaluate(
     principal: Principal | None = None,
     k: int = 10,
     abstain_below: float,
+    passages: PassageSearch | None = None,
 ) -> EvalReport:
-    """Run every query as its principal through ``search`` and measure the results."""
+    """Run every query as its principal through ``search`` and measure the results.
+
+    Each query's extractive answer is made from ``passages`` (the hits ``ask`` would
+    answer from) when given, else from the document ranking's hits."""
     results = []
     for query in queries:
         who = principal
@@ -159,11 +173,13 @@ def evaluate(
         started = time.perf_counter()
         # One chunk per runbook: the hits are then the document ranking itself.
         hits = search(query.query, principal=who, k=max(k, *CUTOFFS))
-        answer = extractive_answer(query.query, hits, abstain_below=abstain_below)
+        quoted = passages(query.query, principal=who) if passages is not None else hits
+        answer = extractive_answer(query.query, quoted, abstain_below=abstain_below)
         seconds = time.perf_counter() - started
         ranked = tuple(dict.fromkeys(h.source for h in hits))
         cited = tuple(c.source for c in answer.citations)
-        leaked = tuple(sorted(set(query.forbidden).intersection(ranked + cited)))
+        shown = ranked + cited + tuple(h.source for h in quoted)
+        leaked = tuple(sorted(set(query.forbidden).intersection(shown)))
         results.append(
             QueryResult(
                 query.id, query.kind, tuple(query.relevant), ranked, cited, answer.abstained, leaked, seconds
@@ -180,6 +196,7 @@ def gate_metrics() -> list[str]:
         "abstention_precision",
         "abstention_recall",
         "answered",
+        "first_citation_relevant",
     ]
 
 
@@ -206,6 +223,9 @@ def metrics(results: Sequence[QueryResult]) -> dict[str, Any]:
     out["abstention_recall"] = round(correct / len(unanswerable), 4) if unanswerable else None
     out["answered"] = (
         round(1 - sum(r.abstained for r in answerable) / len(answerable), 4) if answerable else None
+    )
+    out["first_citation_relevant"] = _mean(
+        1.0 if r.cited and r.cited[0] in r.relevant else 0.0 for r in answerable
     )
     out["leaks"] = sum(len(r.leaked) for r in results)
     out["leaked_queries"] = [r.id for r in results if r.leaked]

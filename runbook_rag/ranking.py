@@ -8,10 +8,15 @@ before it becomes a :class:`~runbook_rag.records.Hit`.
 
 Hybrid ranking is reciprocal rank fusion of the two candidate lists, then a query's
 exact identifiers (alert, metric, command names, error codes) lift the passages that
-name them: in a title or heading first, then in the body. Each hit's score is the
-evidence that it answers the query: the mean of its cosine similarity and the share of
-the query's terms (IDF-weighted over the visible chunks) it contains. Answers abstain
-when the top hit's evidence is below the calibrated threshold.
+name them: in a title or heading first, then in the body.
+
+Each hit carries two numbers. ``evidence`` is the hit's own evidence that it answers the
+query: the mean of its cosine similarity and the share of the query's terms (IDF-weighted
+over the visible chunks) it contains. Ranking is not by evidence alone (rank fusion and
+named identifiers decide the order), so ``score``, the number shown next to a hit, is the
+evidence capped by the score of the hit ranked above it: scores never rise down the list,
+and the first hit's score is its evidence. Answers abstain when that first score is below
+the calibrated threshold.
 """
 
 from __future__ import annotations
@@ -150,7 +155,13 @@ def rank(
                 kept.append(match)
         chosen = kept
     weights = lexical.weights(query_terms, visible=visible)
-    return [_to_hit(m, principal, weights) for m in chosen[:k]]
+    hits = []
+    ceiling = 1.0
+    for match in chosen[:k]:
+        hit = _to_hit(match, principal, weights, ceiling)
+        ceiling = hit.score
+        hits.append(hit)
+    return hits
 
 
 def _named_in_heading(match: StoredMatch, identifier_terms: set[str]) -> bool:
@@ -158,7 +169,7 @@ def _named_in_heading(match: StoredMatch, identifier_terms: set[str]) -> bool:
     return bool(identifier_terms.intersection(terms(head)))
 
 
-def _to_hit(match: StoredMatch, principal: Principal, weights: dict[str, float]) -> Hit:
+def _to_hit(match: StoredMatch, principal: Principal, weights: dict[str, float], ceiling: float) -> Hit:
     labels = match.labels
     check_entitled(principal, chunk_id=match.chunk_id, labels=labels)
     meta = match.metadata
@@ -168,6 +179,7 @@ def _to_hit(match: StoredMatch, principal: Principal, weights: dict[str, float])
     total = sum(weights.values())
     coverage = sum(w for t, w in weights.items() if t in present) / total if total else 0.0
     cosine = min(1.0, max(0.0, 1.0 - match.distance))
+    evidence = COSINE_SHARE * cosine + (1 - COSINE_SHARE) * coverage
     return Hit(
         chunk_id=match.chunk_id,
         source=str(meta["source"]),
@@ -175,8 +187,9 @@ def _to_hit(match: StoredMatch, principal: Principal, weights: dict[str, float])
         heading_path=heading_path,
         start_line=int(meta["start_line"]),
         end_line=int(meta["end_line"]),
-        score=COSINE_SHARE * cosine + (1 - COSINE_SHARE) * coverage,
+        score=min(evidence, ceiling),
         text=match.text,
         labels=labels,
         url=str(meta["url"]) if meta.get("url") else None,
+        evidence=evidence,
     )

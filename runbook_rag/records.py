@@ -85,7 +85,13 @@ def embed_text(title: str, heading_path: Sequence[str], text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """A chunk returned to a principal who passed the access check."""
+    """A chunk returned to a principal who passed the access check.
+
+    ``score`` follows the ranking: it never rises down a result list, and the first hit's
+    score is its evidence. ``evidence`` (0-1) is the hit's own evidence that it answers
+    the query (the mean of cosine similarity and IDF-weighted query-term coverage); None
+    when whoever made the hit did not measure it, and then ``score`` stands in for it.
+    """
 
     chunk_id: str
     source: str
@@ -97,6 +103,7 @@ class Hit:
     text: str
     labels: tuple[str, ...] = field(repr=False)
     url: str | None = None
+    evidence: float | None = None
 
     @property
     def heading(self) -> str:

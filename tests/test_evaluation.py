@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 
 from runbook_rag.errors import ConfigError
-from runbook_rag.evaluation import EvalReport, QueryResult, load_queries, metrics
+from runbook_rag.evaluation import (
+    EvalQuery,
+    EvalReport,
+    QueryResult,
+    evaluate,
+    load_queries,
+    metrics,
+    report_table,
+)
+from runbook_rag.records import Hit, Principal
 
 
 def result(qid: str, relevant: list[str], ranked: list[str], **kw: object) -> QueryResult:
@@ -110,3 +119,62 @@ def test_repeated_relevant_sources_count_once(tmp_path: Path) -> None:
     path.write_text('{"id": "a", "query": "q", "relevant": ["a.md", "a.md"]}\n')
     (query,) = load_queries(path)
     assert query.relevant == ["a.md"]
+
+
+def test_first_citation_relevant_counts_answerable_queries_and_abstentions_as_misses() -> None:
+    results = [
+        result("cites-right", ["a.md"], ["a.md"], cited=("a.md", "b.md")),
+        result("cites-wrong-first", ["a.md"], ["a.md"], cited=("b.md", "a.md")),
+        result("abstained", ["a.md"], ["a.md"], abstained=True),
+        result("unanswerable", [], ["z.md"], cited=("z.md",)),
+    ]
+    m = metrics(results)
+    assert m["first_citation_relevant"] == pytest.approx(1 / 3, abs=1e-4)
+    report = EvalReport(m, results)
+    assert "first_citation_relevant" in report_table(report)
+    assert report.failures({"first_citation_relevant": 0.5}) == [
+        "first_citation_relevant 0.3333 is below 0.5"
+    ]
+    assert report.to_dict(per_query=True)["results"][1]["cited"] == ["b.md", "a.md"]
+
+
+def _hit(source: str, heading: str, text: str, evidence: float) -> Hit:
+    return Hit(
+        f"{source}#{heading}", source, "T", ("T", heading), 1, 1, evidence, text, ("sre",), evidence=evidence
+    )
+
+
+def test_the_answer_is_made_from_the_passages_ask_would_use() -> None:
+    queries = [EvalQuery(id="q", query="fail over", relevant=["a.md"], groups=["sre"])]
+    documents = [
+        _hit("b.md", "Steps", "Fail over to Meridian.", 0.6),
+        _hit("a.md", "Steps", "Fail over.", 0.5),
+    ]
+    seen: list[Principal] = []
+
+    def search(query: str, *, principal: Principal, k: int) -> list[Hit]:
+        seen.append(principal)
+        return documents
+
+    def passages(query: str, *, principal: Principal) -> list[Hit]:
+        seen.append(principal)
+        return [_hit("a.md", "Steps", "Fail over to Northbank.", 0.7)]
+
+    plain = evaluate(search, queries, abstain_below=0.33)
+    assert plain.results[0].cited == ("b.md",) and plain.metrics["first_citation_relevant"] == 0.0
+    real = evaluate(search, queries, abstain_below=0.33, passages=passages)
+    assert real.results[0].cited == ("a.md",) and real.metrics["first_citation_relevant"] == 1.0
+    assert real.results[0].ranked == ("b.md", "a.md")
+    assert {p.groups for p in seen} == {frozenset({"sre"})}
+
+
+def test_a_forbidden_source_among_the_passages_is_a_leak() -> None:
+    queries = [EvalQuery(id="q", query="fail over", relevant=[], forbidden=["x.md"], groups=["sre"])]
+
+    def search(query: str, *, principal: Principal, k: int) -> list[Hit]:
+        return []
+
+    def passages(query: str, *, principal: Principal) -> list[Hit]:
+        return [_hit("x.md", "Steps", "Fail over.", 0.1)]
+
+    assert evaluate(search, queries, abstain_below=0.33, passages=passages).metrics["leaks"] == 1

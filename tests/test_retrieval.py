@@ -119,9 +119,30 @@ def test_scores_are_evidence_between_zero_and_one(sample_index: RunbookIndex) ->
     everyone = Principal("eval", frozenset(EVERY_GROUP))
     good = sample_index.search("CardAuthDeclineRateHigh", principal=everyone, k=3)
     bad = sample_index.search("how do I descale the espresso machine", principal=everyone, k=3)
-    assert all(0.0 <= h.score <= 1.0 for h in good + bad)
+    assert all(0.0 <= h.score <= 1.0 and h.evidence is not None for h in good + bad)
     threshold = sample_index.settings.abstain_below
     assert good[0].score >= threshold > bad[0].score
+
+
+@pytest.mark.parametrize("mode", ["hybrid", "dense", "lexical"])
+@pytest.mark.parametrize("per_document", [0, 1])
+def test_scores_follow_the_ranking(sample_index: RunbookIndex, mode: str, per_document: int) -> None:
+    everyone = Principal("eval", frozenset(EVERY_GROUP))
+    from runbook_rag.evaluation import load_queries
+
+    reordered = 0
+    for query in load_queries(EVAL_SET)[::3]:
+        hits = sample_index.search(
+            query.query, principal=everyone, k=10, mode=mode, per_document=per_document
+        )  # type: ignore[arg-type]
+        scores = [h.score for h in hits]
+        assert scores == sorted(scores, reverse=True), (query.id, scores)
+        assert hits[0].score == hits[0].evidence
+        assert all(h.evidence is not None and 0.0 <= h.score <= h.evidence <= 1.0 for h in hits)
+        evidence = [h.evidence for h in hits]
+        reordered += evidence != sorted(evidence, reverse=True)
+    # The ranking is not by evidence alone, so the cap matters on some queries.
+    assert mode == "dense" or reordered
 
 
 def test_eval_reports_a_leak_and_exits_1(capsys, tmp_path: Path, sample_index_path: Path) -> None:
