@@ -216,8 +216,17 @@ class RunbookIndex:
         def documents(query: str, *, principal: Principal, k: int) -> list[Hit]:
             return self._audited_search("eval", query, principal, k, mode, 1)
 
+        def passages(query: str, *, principal: Principal) -> list[Hit]:
+            """The hits ``ask`` answers from, for the first-citation metric."""
+            return self._audited_search("eval", query, principal, None, mode, self.settings.per_document)
+
         return evaluate(
-            documents, queries, principal=principal, k=k, abstain_below=self.settings.abstain_below
+            documents,
+            queries,
+            principal=principal,
+            k=k,
+            abstain_below=self.settings.abstain_below,
+            passages=passages,
         )
 
     def _audited_search(

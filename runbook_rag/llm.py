@@ -135,7 +135,7 @@ def llm_answer(
     if extractive.abstained:  # nothing relevant: the model is not asked
         stages["prompt"] = _ms(started)
         return replace(extractive, usage=Usage(stages, model=_model_name(llm)))
-    passages = entitle(principal, [h for h in hits if h.score >= abstain_below][:MAX_PASSAGES])
+    passages = entitle(principal, [h for h in hits if _evidence(h) >= abstain_below][:MAX_PASSAGES])
     prompt = build_prompt(question, passages, principal=principal)
     stages["prompt"] = _ms(started)
     messages = [_message("system", prompt.system), _message("user", prompt.user)]
@@ -288,3 +288,8 @@ def _message(role: str, content: str) -> Any:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000
+
+
+def _evidence(hit: Hit) -> float:
+    """A hit's own evidence (its score is capped by the hits ranked above it)."""
+    return hit.evidence if hit.evidence is not None else hit.score
