@@ -15,12 +15,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import os
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .access import AccessMap, label_key
 from .chunking import chunk_document
@@ -46,6 +47,25 @@ from .sources import load_documents
 CHUNKER_VERSION = 1
 log = logging.getLogger("runbook_rag")
 DEFAULT_LIMITS = SourceLimits()
+# Texts per embedding call when reporting progress: a multiple of any usual batch size, so the
+# length-sorted slices form the same batches one large call would.
+EMBED_SLICE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a build is: ``done`` of ``total`` documents parsed or chunks embedded.
+
+    Given to a build's ``progress`` callback after each step; ``done`` only grows and
+    reaches ``total`` when the stage ends. A stage with nothing to do reports nothing.
+    """
+
+    stage: Literal["documents", "embedding"]
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[Progress], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +109,10 @@ def prepare(
     embedder: Embedder,
     access_map: AccessMap | None = None,
     limits: SourceLimits = DEFAULT_LIMITS,
+    progress: ProgressCallback | None = None,
 ) -> Prepared:
-    """Load, redact, chunk and screen every source (no store involved)."""
+    """Load, redact, chunk and screen every source (no store involved); ``progress`` hears of
+    each document done."""
     max_chunks = limits.max_chunks_per_document
     loaded = load_documents(
         source_dirs,
@@ -104,7 +126,11 @@ def prepare(
     quarantined: list[Quarantined] = []
     chunks: list[Chunk] = []
     kept = 0
-    for raw in loaded.documents:
+    total = len(loaded.documents)
+    for done, raw in enumerate(loaded.documents, start=1):
+        if progress is not None:
+            # Counted as each document starts (the loop skips some with `continue`).
+            progress(Progress("documents", done - 1, total))
         # Redaction sits here, between parsing and everything else.
         doc, counts = redact_document(raw)
         if counts:
@@ -142,8 +168,28 @@ def prepare(
             skipped.append(
                 Skipped(doc.source, "every passage was quarantined" if doc_chunks else "no indexable text")
             )
+    if progress is not None and total:
+        progress(Progress("documents", total, total))
     skipped.sort(key=lambda s: s.source)
     return Prepared(chunks, kept, skipped, list(loaded.warnings), findings, quarantined)
+
+
+def check_sources(source_dirs: Sequence[Path | str]) -> None:
+    """Raise :class:`ConfigError` naming the first source that is not a readable folder."""
+    for raw in source_dirs:
+        if not str(raw).strip():
+            raise ConfigError("an empty path is not a source folder", path="''")
+        source_dir = Path(raw)
+        try:
+            usable = source_dir.is_dir() and os.access(source_dir, os.R_OK | os.X_OK)
+        except OSError as exc:
+            raise ConfigError(
+                f"source folder cannot be read: {os.strerror(exc.errno or 0)}", path=source_dir
+            ) from None
+        if not usable:
+            raise ConfigError(
+                "source folder does not exist, is not a folder or is not readable", path=source_dir
+            )
 
 
 def content_key(chunk: Chunk, embedder: Embedder) -> str:
@@ -162,23 +208,23 @@ def build_index(
     allow_empty: bool = False,
     limits: SourceLimits = DEFAULT_LIMITS,
     dry_run: bool = False,
-    progress: bool = False,
+    progress: ProgressCallback | None = None,
 ) -> BuildReport:
     """Bring the index at ``index_path`` up to date with ``source_dirs``.
 
     With ``dry_run`` nothing is written: the report's diff says what a build would do.
+    ``progress`` is called as documents are parsed and chunks embedded (see :class:`Progress`).
     """
     from .store import metadata_of
 
     started = time.perf_counter()
     index_path = Path(index_path)
-    for source_dir in map(Path, source_dirs):
-        if not source_dir.is_dir():
-            raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
-    index_path.mkdir(parents=True, exist_ok=True)
+    check_sources(source_dirs)
     layout = layout or FileLayout(index_path)
     with build_lock(index_path):
-        prepared = prepare(source_dirs, embedder=embedder, access_map=access_map, limits=limits)
+        prepared = prepare(
+            source_dirs, embedder=embedder, access_map=access_map, limits=limits, progress=progress
+        )
         if not prepared.chunks and not allow_empty:
             raise ConfigError(
                 "nothing to index: no document yielded chunks; refusing to replace the index with an empty "
@@ -276,7 +322,7 @@ def _vectors(
     old_meta: dict[str, dict[str, Any]],
     embedder: Embedder,
     *,
-    progress: bool,
+    progress: ProgressCallback | None = None,
 ) -> list[list[float]]:
     """Reuse the published vector of every known content key; embed only the rest."""
     have: dict[str, str] = {}
@@ -289,12 +335,23 @@ def _vectors(
     if missing:
         text_of = {k: c.embed_text for c, k in zip(chunks, keys, strict=True)}
         texts = [text_of[k] for k in missing]
-        if progress and isinstance(embedder, SentenceTransformerEmbedder):
-            fresh = embedder.embed(texts, progress=True)
-        else:
-            fresh = embedder.embed(texts)
+        fresh = embedder.embed(texts) if progress is None else _embed_reporting(texts, embedder, progress)
         vectors.update(zip(missing, fresh, strict=True))
     return [vectors[k] for k in keys]
+
+
+def _embed_reporting(texts: list[str], embedder: Embedder, progress: ProgressCallback) -> list[list[float]]:
+    """Embed in slices of similar length, reporting after each: sorted longest first, as one
+    large call would batch them, so slicing adds no padding."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    out: list[list[float]] = [[] for _ in texts]
+    progress(Progress("embedding", 0, len(texts)))
+    for start in range(0, len(order), EMBED_SLICE):
+        part = order[start : start + EMBED_SLICE]
+        for i, vector in zip(part, embedder.embed([texts[i] for i in part]), strict=True):
+            out[i] = vector
+        progress(Progress("embedding", start + len(part), len(texts)))
+    return out
 
 
 def _published_lexical(layout: Layout) -> LexicalIndex | None:

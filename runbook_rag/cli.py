@@ -8,12 +8,19 @@ stderr and a non-zero exit code; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import json
+import math
+import re
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:
+    from .build import Progress
+    from .index import RunbookIndex
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,19 +28,85 @@ EXIT_STRICT = 3
 EXIT_CARDHOLDER_DATA = 4
 
 
+class _PathType(click.Path):
+    """A path, never empty (an empty one would silently mean the current folder)."""
+
+    def __init__(self) -> None:
+        super().__init__(path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            if not value.strip():
+                self.fail("an empty path", param, ctx)
+            if "\x00" in value:
+                self.fail("a path cannot hold a NUL character", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class _TextType(click.ParamType[str]):
+    """Text that is valid Unicode (no lone surrogates from undecodable bytes)."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            self.fail("not valid UTF-8 text", param, ctx)
+        return value
+
+
+class _HostType(click.ParamType[str]):
+    """A host name or IP address to listen on."""
+
+    name = "host"
+    _NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(str(value).strip("[]"))
+        except ValueError:
+            if not self._NAME.match(str(value)):
+                self.fail("not a host name or IP address", param, ctx)
+        return value
+
+
+class _Seconds(click.FloatRange):
+    """A float range that also refuses NaN (which compares false with every bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail("not a number", param, ctx)
+        return number
+
+
+PATH = _PathType()
+TEXT = _TextType()
+
+
 def _index_option(fn: F) -> F:
     return click.option(
         "--index",
         "index_path",
-        type=click.Path(path_type=Path),
+        type=PATH,
         default=None,
         help="Index folder (default: $RUNBOOK_RAG_INDEX or indexes/default).",
     )(fn)
 
 
 def _principal_options(fn: F) -> F:
-    fn = click.option("--group", "groups", multiple=True, help="A group of the caller (repeatable).")(fn)
-    return click.option("--user", required=True, help="The caller's user id.")(fn)
+    fn = click.option(
+        "--group",
+        "groups",
+        type=TEXT,
+        multiple=True,
+        required=True,
+        help="A group of the caller (required; repeatable). Names are exact and case-sensitive.",
+    )(fn)
+    return click.option("--user", type=TEXT, required=True, help="The caller's user id.")(fn)
 
 
 def _mode_option(fn: F) -> F:
@@ -54,15 +127,16 @@ def _json_option(fn: F) -> F:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """Search runbooks and get cited answers, showing each caller only what they may read."""
-    ctx.obj = {"debug": debug}
+    ctx.ensure_object(dict).setdefault("started", time.perf_counter())
+    ctx.obj["debug"] = debug
 
 
 @cli.command()
-@click.argument("sources", nargs=-1, type=click.Path(path_type=Path))
+@click.argument("sources", nargs=-1, type=PATH)
 @_index_option
 @click.option(
     "--access-map",
-    type=click.Path(path_type=Path),
+    type=PATH,
     help="YAML/JSON rules giving labels by path glob.",
 )
 @click.option(
@@ -77,11 +151,14 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would change (documents) without writing.")
 @click.option(
     "--confluence-url",
+    type=TEXT,
     help="Also index Confluence pages from this site (token: $RUNBOOK_RAG_CONFLUENCE_TOKEN).",
 )
-@click.option("--space", "spaces", multiple=True, help="A Confluence space key (repeatable).")
+@click.option("--space", "spaces", type=TEXT, multiple=True, help="A Confluence space key (repeatable).")
 @_json_option
+@click.pass_context
 def build(
+    ctx: click.Context,
     sources: Sequence[Path],
     index_path: Path | None,
     access_map: Path | None,
@@ -92,24 +169,33 @@ def build(
     spaces: Sequence[str],
     as_json: bool,
 ) -> None:
-    """Bring the index up to date with the runbooks under SOURCES (incrementally)."""
+    """Bring the index up to date with the runbooks under SOURCES (incrementally).
+
+    On a terminal, shows documents parsed and chunks embedded as it goes."""
     from .index import RunbookIndex
 
     if not sources and not (confluence_url and spaces):
         raise click.UsageError("give SOURCE folders, or --confluence-url with at least one --space")
 
-    report = RunbookIndex.build(
-        sources,
-        path=index_path,
-        access_map=access_map,
-        allow_empty=allow_empty,
-        dry_run=dry_run,
-        progress=not as_json and sys.stderr.isatty(),
-        confluence_url=confluence_url,
-        spaces=spaces,
-    )
+    bars = _ProgressBars() if not as_json and sys.stderr.isatty() else None
+    try:
+        report = RunbookIndex.build(
+            sources,
+            path=index_path,
+            access_map=access_map,
+            allow_empty=allow_empty,
+            dry_run=dry_run,
+            progress=bars,
+            confluence_url=confluence_url,
+            spaces=spaces,
+        )
+    finally:
+        if bars is not None:
+            bars.close()
+    # The seconds reported are the command's whole wall time, start-up included.
+    seconds = time.perf_counter() - ctx.obj["started"]
     if as_json:
-        _emit(report.to_dict())
+        _emit({**report.to_dict(), "seconds": round(seconds, 3)})
     else:
         if dry_run:
             click.echo("dry run: nothing written")
@@ -120,7 +206,7 @@ def build(
             f"{'would index' if dry_run else 'indexed'} {report.documents} documents, "
             f"{report.chunks} chunks: "
             f"{report.embedded} embedded, {report.reused} reused, {report.removed} removed, "
-            f"{report.relabelled} relabelled in {report.seconds:.1f} s"
+            f"{report.relabelled} relabelled in {seconds:.1f} s"
         )
         if report.skipped:
             click.echo(f"skipped {len(report.skipped)}:")
@@ -149,7 +235,7 @@ def build(
 
 
 @cli.command()
-@click.argument("query")
+@click.argument("query", type=TEXT)
 @_principal_options
 @_index_option
 @click.option("-k", "k", type=click.IntRange(1, 50), default=None, help="Number of hits (default 5).")
@@ -172,11 +258,13 @@ def search(
     per_document: int | None,
     as_json: bool,
 ) -> None:
-    """Search the runbooks the caller may read."""
+    """Search the runbooks the caller may read (at least one --group)."""
     from .index import RunbookIndex
     from .records import Principal
 
-    hits = RunbookIndex(index_path, interface="cli").search(
+    index = RunbookIndex(index_path, interface="cli")
+    _hint_unknown_groups(index, groups)
+    hits = index.search(
         query,
         principal=Principal(user, frozenset(groups)),
         k=k,
@@ -197,14 +285,15 @@ def search(
 
 
 @cli.command()
-@click.argument("question")
+@click.argument("question", type=TEXT)
 @_principal_options
 @_index_option
 @click.option(
     "--llm-base-url",
+    type=TEXT,
     help="An OpenAI-compatible endpoint to write the answer (key: $RUNBOOK_RAG_LLM_API_KEY).",
 )
-@click.option("--llm-model", help="The model name at that endpoint.")
+@click.option("--llm-model", type=TEXT, help="The model name at that endpoint.")
 @_json_option
 def ask(
     question: str,
@@ -215,7 +304,7 @@ def ask(
     llm_model: str | None,
     as_json: bool,
 ) -> None:
-    """Answer a question from the runbooks the caller may read, with citations."""
+    """Answer a question from the runbooks the caller may read (at least one --group), with citations."""
     from .index import RunbookIndex
     from .records import Principal
     from .settings import Settings
@@ -223,6 +312,7 @@ def ask(
     overrides = {"llm_base_url": llm_base_url, "llm_model": llm_model}
     settings = Settings(**{k: v for k, v in overrides.items() if v})  # type: ignore[arg-type]
     index = RunbookIndex(index_path, settings=settings, interface="cli")
+    _hint_unknown_groups(index, groups)
     answer = index.answer(question, principal=Principal(user, frozenset(groups)))
     if as_json:
         _emit(answer.to_dict())
@@ -238,11 +328,20 @@ def ask(
 
 
 @cli.command("eval")
-@click.argument("queries", type=click.Path(path_type=Path))
+@click.argument("queries", type=PATH)
 @_index_option
-@click.option("--user", default="eval", show_default=True, help="The evaluating caller's user id.")
+@click.option("--user", type=TEXT, default="eval", show_default=True, help="The evaluating caller's user id.")
 @click.option(
-    "--group", "groups", multiple=True, help="A group of the caller (repeatable); a line's groups win."
+    "--group",
+    "groups",
+    type=TEXT,
+    multiple=True,
+    help="A group of the caller for lines without their own groups (repeatable).",
+)
+@click.option(
+    "--all-groups",
+    is_flag=True,
+    help="Run lines without their own groups as an operator who may read every runbook in the index.",
 )
 @click.option(
     "-k", "k", type=click.IntRange(1, 50), default=10, show_default=True, help="Documents ranked per query."
@@ -262,6 +361,7 @@ def evaluate(
     index_path: Path | None,
     user: str,
     groups: Sequence[str],
+    all_groups: bool,
     k: int,
     mode: str | None,
     gates: Sequence[str],
@@ -270,7 +370,9 @@ def evaluate(
 ) -> None:
     """Measure retrieval, abstention and leaks on a JSONL query file.
 
-    Exits 1 when any forbidden document was returned or a --fail-under gate fails.
+    Each line runs as its own "groups" (and "user") when it has them; the other lines as
+    --group, or with --all-groups as an operator who may read every runbook (audited as
+    --user). Exits 1 when any forbidden document was returned or a --fail-under gate fails.
     """
     from .errors import ConfigError
     from .evaluation import dumps, load_queries, report_table
@@ -284,9 +386,26 @@ def evaluate(
             wanted[name.strip()] = float(value)
         except ValueError:
             raise ConfigError(f"--fail-under wants METRIC=VALUE, got {gate!r}") from None
-    principal = Principal(user, frozenset(groups)) if groups else None
-    report = RunbookIndex(index_path, interface="cli").evaluate(
-        load_queries(queries),
+    if groups and all_groups:
+        raise click.UsageError("give --group or --all-groups, not both")
+    lines = load_queries(queries)
+    index = RunbookIndex(index_path, interface="cli")
+    principal = None
+    if all_groups:
+        principal = Principal(user, index.labelled_groups())
+    elif groups:
+        principal = Principal(user, frozenset(groups))
+    else:
+        ungrouped = [q.id for q in lines if q.groups is None]
+        if ungrouped:
+            raise ConfigError(
+                f"{len(ungrouped)} of {len(lines)} queries have no groups of their own (first: "
+                f'{ungrouped[0]!r}): give those lines "groups", or pass --group G (repeatable) to run '
+                "them as those groups, or --all-groups to run them as an operator who may read every runbook",
+                path=queries,
+            )
+    report = index.evaluate(
+        lines,
         principal=principal,
         k=k,
         mode=mode,  # type: ignore[arg-type]
@@ -352,15 +471,13 @@ def index_verify(index_path: Path | None, as_json: bool) -> None:
 @click.option(
     "--tokens",
     "tokens_file",
-    type=click.Path(path_type=Path),
+    type=PATH,
     required=True,
     help="YAML/JSON list of {token_sha256, user, groups[, endpoints]}.",
 )
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", type=_HostType(), default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-@click.option(
-    "--audit-log", type=click.Path(path_type=Path), help="Audit trail (default: audit.log in the index)."
-)
+@click.option("--audit-log", type=PATH, help="Audit trail (default: audit.log in the index).")
 @click.option(
     "--rate",
     "per_minute",
@@ -371,7 +488,7 @@ def index_verify(index_path: Path | None, as_json: bool) -> None:
 )
 @click.option(
     "--request-timeout",
-    type=click.FloatRange(0.1, 3600),
+    type=_Seconds(0.1, 3600),
     default=10.0,
     show_default=True,
     help="Seconds a client has to send its whole request before it is disconnected.",
@@ -404,6 +521,8 @@ def serve(
     """Serve search and ask over HTTP to callers with bearer tokens."""
     from .service import serve as run_service
 
+    if audit_log is not None:
+        _check_writable_file(audit_log, "the audit log")
     run_service(
         index_path,
         tokens_file,
@@ -423,16 +542,16 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("log_file", type=click.Path(path_type=Path))
+@click.argument("log_file", type=PATH)
 @click.option(
     "--key-file",
-    type=click.Path(path_type=Path),
+    type=PATH,
     help="The HMAC key (default: $RUNBOOK_RAG_AUDIT_KEY_FILE, $RUNBOOK_RAG_AUDIT_KEY, or the index's key).",
 )
 @click.option(
     "--head",
     "head_file",
-    type=click.Path(path_type=Path),
+    type=PATH,
     help="The log's sealed head (default: $RUNBOOK_RAG_AUDIT_HEAD, else where the index keeps it).",
 )
 @_index_option
@@ -474,27 +593,111 @@ def _emit(obj: dict[str, Any]) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, indent=2))
 
 
+def _hint_unknown_groups(index: RunbookIndex, groups: Sequence[str]) -> None:
+    """Say so when none of the caller's groups labels any runbook (a typo, the wrong case):
+    the search itself cannot tell "nothing matched" from "nothing is visible"."""
+    if not index.labelled_groups().intersection(g.strip() for g in groups):
+        names = ", ".join(sorted({g.strip() or repr(g) for g in groups}))
+        click.echo(
+            _one_line(
+                f"runbook-rag: no runbook in this index is labelled for group(s) {names}; "
+                "group names are exact and case-sensitive"
+            ),
+            err=True,
+        )
+
+
+_STAGES = {"documents": ("parsing", "documents"), "embedding": ("embedding", "chunks")}
+
+
+class _ProgressBars:
+    """Renders a build's progress on the terminal: one bar per stage, with rate and time left."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._stage: str | None = None
+
+    def __call__(self, progress: Progress) -> None:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+
+        if progress.stage != self._stage:
+            self.close()
+            label, unit = _STAGES.get(progress.stage, (progress.stage, "items"))
+            self._stage = progress.stage
+            self._bar = tqdm(
+                total=progress.total, desc=label, unit=f" {unit}", file=sys.stderr, dynamic_ncols=True
+            )
+        self._bar.update(progress.done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _check_writable_file(path: Path, what: str) -> None:
+    """Refuse at start a file that could never be written (the service would only fail later,
+    request by request)."""
+    import os
+
+    from .errors import ConfigError
+
+    try:
+        usable = (path.is_file() and os.access(path, os.W_OK)) or (
+            not path.exists() and path.parent.is_dir() and os.access(path.parent, os.W_OK | os.X_OK)
+        )
+    except OSError as exc:
+        raise ConfigError(f"{what} cannot be used: {exc.strerror}", path=path) from None
+    if not usable:
+        raise ConfigError(
+            f"{what} cannot be written here (not a writable file in a writable folder)", path=path
+        )
+
+
+def _one_line(message: str) -> str:
+    """An error message as one printable line, whatever it quotes (newlines, undecodable bytes)."""
+    flat = " ".join(message.split())
+    return flat.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(_one_line(f"runbook-rag: error: {message}"), err=True)
+    sys.exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``runbook-rag`` console script."""
     from .errors import RunbookRagError
 
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    started = time.perf_counter()
+    for stream in (sys.stdout, sys.stderr):
+        # A file name need not be UTF-8: print it escaped rather than fail on it.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+    args = list(argv) if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
-        cli.main(
-            args=list(argv) if argv is not None else None,
-            prog_name="runbook-rag",
-            standalone_mode=False,
-        )
+        cli.main(args=args, prog_name="runbook-rag", standalone_mode=False, obj={"started": started})
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        if debug:
+            raise
+        where = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx else "runbook-rag"
+        hint = f" (see: {where} --help)" if isinstance(exc, click.UsageError) else ""
+        _fail(exc.format_message() + hint, exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except RunbookRagError as exc:
         if debug:
             raise
-        click.echo(f"runbook-rag: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
+    except OSError as exc:
+        # A path the library did not check itself: still one line naming it, never a traceback.
+        if debug:
+            raise
+        reason = exc.strerror or str(exc)
+        where = exc.filename if exc.filename is not None else "runbook-rag"
+        _fail(f"{where}: {reason}", 1)

@@ -5,9 +5,10 @@ A query file has one JSON object per line::
     {"id": "q1", "query": "...", "relevant": ["payments/x.md"], "forbidden": ["y.md"], "groups": ["sre"]}
 
 ``relevant: []`` means the right behaviour is to abstain. ``forbidden`` sources must never
-appear in results or citations (a leak). ``groups`` overrides the evaluating principal's
-groups for that line. Metrics are at document level: a query's ranking is the distinct
-sources of its hits, in order. ``first_citation_relevant`` is the share of answerable
+appear in results or citations (a leak). ``groups`` (and optionally ``user``) runs that line
+as its own principal; lines without ``groups`` run as the evaluating principal. Metrics are
+at document level: a query's ranking is the distinct sources of its hits, in order.
+``first_citation_relevant`` is the share of answerable
 queries whose extractive answer cites a relevant runbook first (an abstention counts as
 a miss): the answer is made from the passages ``ask`` would use when a passage search is
 given, else from the document ranking's hits.
@@ -42,6 +43,7 @@ class EvalQuery(BaseModel):
     relevant: list[str]
     forbidden: list[str] = []
     groups: list[str] | None = None
+    user: str | None = None
     kind: str | None = None
 
 
@@ -167,9 +169,14 @@ def evaluate(
     for query in queries:
         who = principal
         if query.groups is not None:
-            who = Principal(principal.user_id if principal else "eval", frozenset(query.groups))
+            who = Principal(
+                query.user or (principal.user_id if principal else "eval"), frozenset(query.groups)
+            )
         if who is None:
-            raise ConfigError(f"query {query.id!r} has no groups and no principal was given")
+            raise ConfigError(
+                f'query {query.id!r} has no groups: give the line its own "groups", '
+                "or a principal to run it as"
+            )
         started = time.perf_counter()
         # One chunk per runbook: the hits are then the document ranking itself.
         hits = search(query.query, principal=who, k=max(k, *CUTOFFS))

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import json
+import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -146,10 +148,55 @@ def remove_stale(index_path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def check_index_folder(path: Path, *, create: bool = False) -> None:
+    """Raise :class:`IndexStateError` naming ``path`` unless it can hold an index: a folder (or,
+    to read, nothing yet: then there is no index), readable; with ``create``, made when
+    missing, writable, and not another tool's folder."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise IndexStateError("not a folder (an index is a folder)", path=path)
+        if not path.exists():
+            if not create:
+                return
+            path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.R_OK | os.X_OK) or (create and not os.access(path, os.W_OK)):
+            raise IndexStateError("permission denied", path=path)
+        pointer = path / POINTER
+        if pointer.exists() and not pointer.is_file():
+            raise IndexStateError(f"{POINTER} is not a file: not a runbook-rag index", path=path)
+        if create and not _ours(path):
+            raise IndexStateError(
+                "not empty and not a runbook-rag index; refusing to write into another tool's folder "
+                "(choose a new or empty folder)",
+                path=path,
+            )
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        if exc.errno == errno.ENOTDIR:
+            reason = "a part of the path is not a folder"
+        raise IndexStateError(reason, path=exc.filename or path) from None
+
+
+def _ours(path: Path) -> bool:
+    """An empty folder, or one holding what only an index holds."""
+    # confluence-mirror: where a build syncs Confluence pages, before it takes the lock;
+    # cache: the default cache directory of the libraries a build loads.
+    marks = {POINTER, LOCK, ENCODERS, LEXICAL, LAST_BUILD, "confluence-mirror", "cache"}
+    names = [p.name for p in path.iterdir()]
+    return not names or any(n in marks or n.startswith("gen-") for n in names)
+
+
 @contextlib.contextmanager
 def build_lock(index_path: Path) -> Iterator[None]:
-    """Exclusive for the duration of a build; fails at once when another build holds it."""
-    with open(index_path / LOCK, "a+") as fh:
+    """Exclusive for the duration of a build; fails at once when another build holds it.
+    Makes the index folder when it is missing."""
+    check_index_folder(index_path, create=True)
+    try:
+        fh = open(index_path / LOCK, "a+")  # noqa: SIM115 (closed below, after the lock is released)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise IndexStateError(f"cannot open the build lock: {reason}", path=index_path) from None
+    with fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -247,6 +294,7 @@ class FileLayout:
     keeps_derived = False
 
     def __init__(self, path: Path) -> None:
+        check_index_folder(path)
         self.path = path
 
     def pointer(self) -> str | None:
@@ -389,6 +437,7 @@ def open_layout(path: Path, chroma: ChromaSettings) -> Layout:
         return FileLayout(path)
     from .store import ChromaServer
 
+    check_index_folder(path, create=True)
     server = ChromaServer.connect(
         host=chroma.host,
         port=chroma.port,
@@ -397,5 +446,4 @@ def open_layout(path: Path, chroma: ChromaSettings) -> Layout:
         tenant=chroma.tenant,
         database=chroma.database,
     )
-    path.mkdir(parents=True, exist_ok=True)
     return ServerLayout(path, server)

@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import runtime
-from .access import AccessMap
+from .access import LABEL_SEP, AccessMap
 from .answer import extractive_answer
 from .audit import AuditEvent, open_auditor
 from .embedding import Embedder, SentenceTransformerEmbedder
-from .generations import Manifest, open_layout, verify_generation
+from .generations import Manifest, check_index_folder, open_layout, verify_generation
 from .ranking import Mode, rank
 from .records import Answer, BuildReport, Hit, IndexInfo, Principal, QueryTrace, Skipped, Usage
 from .serving import ServedIndex
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .build import ProgressCallback
     from .evaluation import EvalQuery, EvalReport
 
 
@@ -74,16 +75,19 @@ class RunbookIndex:
         embedder: Embedder | None = None,
         allow_empty: bool = False,
         dry_run: bool = False,
-        progress: bool = False,
+        progress: ProgressCallback | None = None,
         confluence_url: str | None = None,
         spaces: Sequence[str] = (),
     ) -> BuildReport:
         """Bring the index at ``path`` up to date with the runbooks under ``sources``.
 
         Incremental: only new or changed passages are embedded. With ``dry_run`` nothing is
-        written and the report's ``diff`` says what would change.
+        written and the report's ``diff`` says what would change. ``progress`` is called with a
+        :class:`~runbook_rag.build.Progress` as documents are parsed and chunks embedded. The
+        report's ``seconds`` is the whole call, loading the model included.
         """
-        from .build import build_index
+        started = time.perf_counter()
+        from .build import build_index, check_sources
 
         settings = settings or Settings()
         if access_map is not None and not isinstance(access_map, AccessMap):
@@ -91,6 +95,10 @@ class RunbookIndex:
         index_path = Path(path) if path is not None else settings.index
         runtime.use_cache_dir(settings.cache_path(index_path))
         sources = list(sources)
+        # Paths are checked before the model loads: a wrong one fails at once.
+        check_sources(sources)
+        check_index_folder(index_path, create=True)
+        layout = open_layout(index_path, settings.chroma)
         not_mirrored: list[Skipped] = []
         if confluence_url and spaces:
             from .sources.confluence_api import sync_confluence
@@ -107,7 +115,7 @@ class RunbookIndex:
         report = build_index(
             sources,
             index_path=index_path,
-            layout=open_layout(index_path, settings.chroma),
+            layout=layout,
             embedder=embedder or SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size),
             access_map=access_map,
             allow_empty=allow_empty,
@@ -116,7 +124,8 @@ class RunbookIndex:
             progress=progress,
         )
         # Pages the mirror refused are part of what this build skipped.
-        return replace(report, skipped=(*not_mirrored, *report.skipped)) if not_mirrored else report
+        skipped = (*not_mirrored, *report.skipped)
+        return replace(report, skipped=skipped, seconds=time.perf_counter() - started)
 
     def close(self) -> None:
         """Close the store (and its private copy) and any server connection. A closed index
@@ -156,6 +165,12 @@ class RunbookIndex:
             versions=dict(m.versions),
             report=m.build_report(),
         )
+
+    def labelled_groups(self) -> frozenset[str]:
+        """Every group (and ``user:`` label) that labels a runbook of the published generation,
+        read from its manifest. For operators with the index at hand (``index info`` shows the
+        label sets too); the service never tells a caller which groups exist."""
+        return frozenset(g for key in self.manifest.label_sets for g in key.split(LABEL_SEP))
 
     def verify(self) -> list[str]:
         """Problems found when checking the store against the manifest (empty when sound)."""

@@ -109,7 +109,17 @@ def test_human_output_of_search_and_ask(capsys, sample_index_path: Path) -> None
         str(sample_index_path),
     )
     assert code == 0 and "Sources:" in out and "[1]" in out
-    code, out, _ = run(capsys, "search", "webhook retries", "--user", "u", "--index", str(sample_index_path))
+    code, out, _ = run(
+        capsys,
+        "search",
+        "webhook retries",
+        "--user",
+        "u",
+        "--group",
+        "nobody",
+        "--index",
+        str(sample_index_path),
+    )
     assert code == 0 and out.strip() == "no results"
 
 
@@ -151,6 +161,8 @@ def test_build_json_and_strict_exit_code(capsys, tmp_path: Path) -> None:
             "cannot read access map",
         ),
         (["search", "q", "--group", "sre"], 2, "Missing option '--user'"),
+        (["search", "q", "--user", "u"], 2, "Missing option '--group'"),
+        (["ask", "q", "--user", "u"], 2, "Missing option '--group'"),
         (["search", "q", "--user", "u", "-k", "0"], 2, "Invalid value for '-k'"),
     ],
 )
@@ -161,6 +173,7 @@ def test_errors_are_one_line_on_stderr_with_exit_codes(
     assert got == code
     assert message in err
     assert "Traceback" not in err
+    assert len(err.splitlines()) == 1 and err.startswith("runbook-rag: error: ")
 
 
 def test_help_does_not_import_heavy_modules() -> None:
