@@ -55,3 +55,11 @@ def sample_index_path(tmp_path_factory: pytest.TempPathFactory, model: SentenceT
 @pytest.fixture(scope="session")
 def sample_index(sample_index_path: Path, model: SentenceTransformerEmbedder) -> RunbookIndex:
     return RunbookIndex(sample_index_path, embedder=model)
+
+
+@pytest.fixture(scope="session")
+def readme_index(tmp_path_factory: pytest.TempPathFactory, sample_index_path: Path) -> Path:
+    """A copy of the sample index for the README's sample commands, which may change it (a rebuild)."""
+    from .readme_samples import copy_index
+
+    return copy_index(sample_index_path, tmp_path_factory.mktemp("readme") / "default")

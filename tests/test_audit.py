@@ -534,6 +534,7 @@ def _append_many(path: str, head: str, n: int) -> None:
         log.append(action="search", query=f"q{i}", outcome="ok")
 
 
+@pytest.mark.slow
 def test_appends_from_several_processes_keep_one_chain_and_its_head(tmp_path: Path) -> None:
     path = tmp_path / "shared.log"
     write_log(path, 3)  # the head exists, so every process reads and replaces it

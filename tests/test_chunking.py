@@ -104,6 +104,7 @@ def test_heading_longer_than_window_is_an_error_naming_the_line() -> None:
     assert err.value.line == 5
 
 
+@pytest.mark.slow
 def test_real_tokenizer_windows_on_sample_runbooks(model) -> None:
     from runbook_rag.access import AccessMap
     from runbook_rag.sources import load_documents
@@ -119,6 +120,7 @@ def test_real_tokenizer_windows_on_sample_runbooks(model) -> None:
         assert not fences, f"unbalanced fence in {d.source}"
 
 
+@pytest.mark.slow
 def test_no_content_line_is_lost_on_sample_runbooks(model) -> None:
     from runbook_rag.access import AccessMap
     from runbook_rag.sources import load_documents

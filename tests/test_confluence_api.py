@@ -118,7 +118,8 @@ def api() -> Iterator[str]:
     Api.hits = Counter()
     Api.flaky = {"/rest/api/content", "/rest/api/content/101"}
     server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # shutdown() returns once the loop next looks: every 10 ms rather than the default 0.5 s
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -332,6 +333,7 @@ def test_a_restriction_entry_without_a_name_makes_the_restrictions_unreadable(
     assert "PAY/102.xml" not in {d.source for d in loaded.documents}
 
 
+@pytest.mark.slow
 def test_pages_skipped_by_the_mirror_are_in_the_build_report(
     api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -670,6 +670,7 @@ def test_a_sanitiser_gap_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert clean("plain text [1]") == "plain text [1]"
 
 
+@pytest.mark.slow
 def test_parsers_are_built_once_and_only_when_needed() -> None:
     clean("x")
     assert links._tools() is links._tools()

@@ -75,6 +75,7 @@ def test_public_api_is_pinned() -> None:
         assert value.__doc__
 
 
+@pytest.mark.slow
 def test_every_public_name_resolves_on_first_use() -> None:
     # In a fresh interpreter, so each name goes through the package's lazy lookup.
     out = run_probe(
@@ -105,6 +106,7 @@ def test_unknown_names_are_attribute_errors() -> None:
     assert records.Principal is runbook_rag.Principal
 
 
+@pytest.mark.slow
 def test_import_loads_no_heavy_package() -> None:
     out = run_probe(
         "import sys, runbook_rag\ndir(runbook_rag)\nprint([m for m in sys.argv[1:] if m in sys.modules])"
@@ -112,6 +114,7 @@ def test_import_loads_no_heavy_package() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_help_of_every_command_loads_no_heavy_package() -> None:
     out = run_probe(HELP_PROBE)
     *help_text, last = out.strip().splitlines()
@@ -123,6 +126,7 @@ def test_help_of_every_command_loads_no_heavy_package() -> None:
     assert "Usage: runbook-rag audit verify [OPTIONS] LOG_FILE" in text
 
 
+@pytest.mark.slow
 def test_python_m_help_loads_no_heavy_package() -> None:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "runbook_rag", "--help"],

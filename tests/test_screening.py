@@ -669,6 +669,7 @@ def test_build_quarantines_a_document_whose_front_matter_field_is_hostile(tmp_pa
     assert not prepared.chunks
 
 
+@pytest.mark.slow
 def test_the_build_report_and_the_index_leave_the_quarantined_text_out(tmp_path: Path) -> None:
     from runbook_rag import Principal, RunbookIndex
 
@@ -778,6 +779,7 @@ def _corpus() -> list[Document]:
     return [redact_document(doc)[0] for doc in loaded.documents]
 
 
+@pytest.mark.slow
 def test_the_real_corpus_yields_no_quarantined_passage() -> None:
     embedder = HashEmbedder()
     embedder.max_tokens = 200

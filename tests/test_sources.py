@@ -394,16 +394,17 @@ def test_the_chunk_cap_stops_chunking_early() -> None:
             calls.append(len(texts))
             return super().count_tokens(texts)
 
-    text = "".join(f"# H{n}\n\nbody {n}\n\n" for n in range(50_000))
+    text = "".join(f"# H{n}\n\nbody {n}\n\n" for n in range(5_000))
     doc = Document("x.md", "x.md", "x", text, ("sre",))
     embedder = Counting()
     with pytest.raises(SourceLimitError, match="more than 100 chunks"):
         chunk_document(
             doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens, max_chunks=100
         )
-    assert sum(calls) < 1000  # refused before a token of the 200,000 lines was counted
+    assert sum(calls) < 1000  # refused before a token of the 20,000 lines was counted
 
 
+@pytest.mark.slow
 def test_the_caps_come_from_settings_and_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -424,6 +425,7 @@ def test_the_caps_come_from_settings_and_the_environment(
     assert "more than 20 chunks" in reasons["many.md"] and "1,000-character limit" in reasons["wide.md"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="the shared corpus is not here")
 def test_real_runbooks_are_far_below_the_line_cap() -> None:
     amap = AccessMap((AccessRule("**", ("sre",)),))
