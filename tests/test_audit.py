@@ -594,7 +594,8 @@ def test_search_ask_and_eval_are_audited(tmp_path: Path, sample_index_path: Path
     )
     index.evaluate(load_queries(queries), principal=sre)
     records = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [r["action"] for r in records] == ["search", "ask", "search", "eval"]
+    # eval searches twice per query, both audited: the document ranking and the passages ask quotes.
+    assert [r["action"] for r in records] == ["search", "ask", "search", "eval", "eval"]
     first = records[0]
     assert first["interface"] == "library" and first["principal"] == {"id": "sam", "groups": ["sre"]}
     assert first["chunk_ids"] == [h.chunk_id for h in hits] and first["outcome"] == "ok"

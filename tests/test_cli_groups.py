@@ -150,4 +150,4 @@ def test_eval_runs_each_line_as_its_own_user(capsys, tmp_path: Path, sample_inde
     index = RunbookIndex(sample_index_path, settings=Settings(audit_log=log, audit_key="k" * 32))
     index.evaluate(load_queries(queries))
     principals = [json.loads(line)["principal"] for line in log.read_text().splitlines()]
-    assert principals == [{"id": "sam", "groups": ["sre"]}]
+    assert principals == [{"id": "sam", "groups": ["sre"]}] * 2  # the ranking and the quoted passages

@@ -182,12 +182,12 @@ def test_chunk_ids_are_stable_across_rebuilds(sample_index_path: Path, model, tm
     from .conftest import SAMPLE_MAP
 
     first_dir, _ = load_manifest(sample_index_path)
-    first = ChromaStore(first_dir).all_metadata()
+    first = ChromaStore(first_dir, read_only=True).all_metadata()
     RunbookIndex.build(
         [SAMPLES], path=tmp_path / "again", access_map=AccessMap.load(SAMPLE_MAP), embedder=model
     )
     again_dir, _ = load_manifest(tmp_path / "again")
-    again = ChromaStore(again_dir).all_metadata()
+    again = ChromaStore(again_dir, read_only=True).all_metadata()
     assert first.keys() == again.keys()
     assert len(first) > 300
     for cid, meta in first.items():
@@ -199,7 +199,7 @@ def test_every_stored_chunk_has_valid_labels_and_no_front_matter(sample_index_pa
     from runbook_rag.generations import load_manifest
 
     gen_dir, manifest = load_manifest(sample_index_path)
-    metas = ChromaStore(gen_dir).all_metadata()
+    metas = ChromaStore(gen_dir, read_only=True).all_metadata()
     assert len(metas) == manifest.chunks
     assert {m["acl_key"] for m in metas.values()} == set(manifest.label_sets)
     assert "drafts/payout-retry-tool.md" not in {m["source"] for m in metas.values()}

@@ -78,7 +78,7 @@ def test_hits_are_exactly_the_best_entitled_chunks(random_index, model, groups, 
     assert {h.source for h in hits} <= set(allowed)
     # Exact search over the entitled chunks must agree with the filtered HNSW search.
     gen_dir, _ = load_manifest(index.path)
-    store = ChromaStore(gen_dir)
+    store = ChromaStore(gen_dir, read_only=True)
     got = store._collection.get(include=["embeddings", "metadatas"])
     q = np.array(model.embed([topic])[0])
     scored = sorted(
@@ -109,7 +109,8 @@ def test_lexical_scores_count_only_entitled_chunks(random_index, groups, topic, 
     hits = index.search(f"{topic} step 7", principal=principal, k=k, mode=mode)
     assert all(set(labels[h.source]) & principal.groups for h in hits)
     gen_dir, manifest = load_manifest(index.path)
-    got = ChromaStore(gen_dir)._collection.get(include=["documents", "metadatas"])
+    store = ChromaStore(gen_dir, read_only=True)
+    got = store._collection.get(include=["documents", "metadatas"])
     entitled = [
         (cid, m["source"], embed_text(m["title"], json.loads(m["heading_path"]), doc), m["acl_key"])
         for cid, doc, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)

@@ -196,9 +196,9 @@ def test_a_missing_lexical_index_is_derived_from_the_store(
     lexical = copy / str(read_pointer(copy)) / "lexical"
     shutil.rmtree(lexical)
     before = RunbookIndex(sample_index_path, embedder=model)
-    index = RunbookIndex(copy, embedder=model)  # derives and keeps it
-    assert (lexical / "chunks.json").exists()
-    assert index.verify() == []
+    index = RunbookIndex(copy, embedder=model)  # derives it, and never writes the published generation
+    assert not lexical.exists()
+    assert index.verify() == ["the lexical index is missing (searches derive it from the store)"]
     for query in ("CardAuthDeclineRateHigh", "pods keep restarting and memory climbs"):
         assert [h.chunk_id for h in index.search(query, principal=SRE)] == [
             h.chunk_id for h in before.search(query, principal=SRE)
