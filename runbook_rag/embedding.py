@@ -204,7 +204,7 @@ class SentenceTransformerEmbedder:
             shutil.rmtree(tmp, ignore_errors=True)
         return True
 
-    def embed(self, texts: Sequence[str], *, progress: bool = False) -> list[list[float]]:
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
         if not texts:
             return []
         # One large call: encode() sorts by length inside a call, which cuts padding.
@@ -213,7 +213,7 @@ class SentenceTransformerEmbedder:
             batch_size=self._batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
-            show_progress_bar=progress,
+            show_progress_bar=False,
         )
         return vectors.tolist()  # type: ignore[no-any-return]
 

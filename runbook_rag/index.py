@@ -98,38 +98,42 @@ class RunbookIndex:
         # Paths are checked before the model loads: a wrong one fails at once.
         check_sources(sources)
         check_index_folder(index_path, create=True)
+        embedder = embedder or SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size)
         layout = open_layout(index_path, settings.chroma)
-        not_mirrored: list[Skipped] = []
-        if confluence_url and spaces:
-            from .sources.confluence_api import sync_confluence
+        try:
+            not_mirrored: list[Skipped] = []
+            if confluence_url and spaces:
+                from .sources.confluence_api import sync_confluence
 
-            mirror = index_path / "confluence-mirror"
-            # A dry run writes nothing, the mirror included: it diffs against the last sync.
-            if dry_run:
-                mirror.mkdir(parents=True, exist_ok=True)
-            else:
-                sync_confluence(
-                    confluence_url, spaces, mirror, credentials=settings.confluence, skipped=not_mirrored
-                )
-            sources.append(mirror)
-        report = build_index(
-            sources,
-            index_path=index_path,
-            layout=layout,
-            embedder=embedder or SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size),
-            access_map=access_map,
-            allow_empty=allow_empty,
-            limits=settings.limits,
-            dry_run=dry_run,
-            progress=progress,
-        )
+                mirror = index_path / "confluence-mirror"
+                # A dry run writes nothing, the mirror included: it diffs against the last sync.
+                if dry_run:
+                    mirror.mkdir(parents=True, exist_ok=True)
+                else:
+                    sync_confluence(
+                        confluence_url, spaces, mirror, credentials=settings.confluence, skipped=not_mirrored
+                    )
+                sources.append(mirror)
+            report = build_index(
+                sources,
+                index_path=index_path,
+                layout=layout,
+                embedder=embedder,
+                access_map=access_map,
+                allow_empty=allow_empty,
+                limits=settings.limits,
+                dry_run=dry_run,
+                progress=progress,
+            )
+        finally:
+            layout.close()
         # Pages the mirror refused are part of what this build skipped.
         skipped = (*not_mirrored, *report.skipped)
         return replace(report, skipped=skipped, seconds=time.perf_counter() - started)
 
     def close(self) -> None:
-        """Close the store (and its private copy) and any server connection. A closed index
-        opens them again when it is used."""
+        """Let go of the store (removing this process's private copy of it) and of any
+        connection to a Chroma server. The index is not used after that."""
         self._served.close()
 
     def __enter__(self) -> RunbookIndex:

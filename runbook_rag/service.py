@@ -523,6 +523,11 @@ def _guarded_protocol(limits: ConnectionLimits, request_timeout: float) -> type:
             self._deadline = None
             if self.transport.is_closing():
                 return
+            if self.cycle is not None and not self.cycle.response_complete:
+                # The application may still be answering: its writes go nowhere from now on,
+                # as after any lost connection (a closing transport would raise on them).
+                self.cycle.disconnected = True
+                self.cycle.message_event.set()
             if self.flow.write_paused:  # a client that does not read would hold a close open
                 self.transport.abort()
                 return

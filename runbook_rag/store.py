@@ -426,9 +426,16 @@ class ChromaServer:
         self._registry.upsert(ids=[name], embeddings=[[1.0]], documents=[document], metadatas=[metadata])
 
     def close(self) -> None:
-        """Close the connection to the server."""
+        """Close the connection to the server. Chroma 1.5's HTTP client (and the admin client
+        inside it) leaves its connection pool open when closed, so the pools are closed here."""
+        clients = (self.client, getattr(self.client, "_admin_client", None))
+        sessions = [getattr(getattr(c, "_server", None), "_session", None) for c in clients]
         with contextlib.suppress(Exception):
             self.client.close()
+        for session in sessions:
+            if session is not None and callable(getattr(session, "close", None)):
+                with contextlib.suppress(Exception):
+                    session.close()
 
     def store(self, collection: str, *, create: bool = False) -> ChromaStore:
         return ChromaStore(client=self.client, collection=collection, create=create)

@@ -605,7 +605,7 @@ def test_search_ask_and_eval_are_audited(tmp_path: Path, sample_index_path: Path
     text = log.read_text()
     for value in PLANTED:
         assert value not in text
-    assert check_with(resolve_audit(settings.audit, index=sample_index_path)).head_records == 4
+    assert check_with(resolve_audit(settings.audit, index=sample_index_path)).head_records == 5
     # The CLI writes records too, marked as such.
     search = ["search", "kafka broker down", "--user", "u", "--group", "sre"]
     code, _, _ = run(capsys, *search, "--index", str(sample_index_path))

@@ -98,15 +98,16 @@ def server_index(
 
 def test_generations_live_on_the_server_not_on_disk(server_index) -> None:
     path, settings = server_index
-    index = RunbookIndex(path, settings=settings)
-    assert not list(path.glob("gen-*"))  # only the lock and the query encoder are local
-    assert index.manifest.documents == 35
-    assert index.verify() == []
+    with RunbookIndex(path, settings=settings) as index:
+        assert not list(path.glob("gen-*"))  # only the lock and the query encoder are local
+        assert index.manifest.documents == 35
+        assert index.verify() == []
 
 
-def test_search_and_leaks_behave_as_embedded(server_index) -> None:
+def test_search_and_leaks_behave_as_embedded(server_index, request: pytest.FixtureRequest) -> None:
     path, settings = server_index
     index = RunbookIndex(path, settings=settings)
+    request.addfinalizer(index.close)
     sre = Principal("sam", frozenset({"sre", "payments-oncall"}))
     dba = Principal("dee", frozenset({"dba"}))
     question = "postgres primary is down, how do I fail over with patroni"
@@ -117,11 +118,15 @@ def test_search_and_leaks_behave_as_embedded(server_index) -> None:
     assert index.search(question, principal=Principal("nobody")) == []
 
 
-def test_a_reader_on_another_machine_derives_the_lexical_index(server_index, tmp_path: Path, model) -> None:
+def test_a_reader_on_another_machine_derives_the_lexical_index(
+    server_index, tmp_path: Path, model, request: pytest.FixtureRequest
+) -> None:
     path, settings = server_index
     here = RunbookIndex(path, settings=settings, embedder=model)
     elsewhere_path = tmp_path / "elsewhere" / path.name  # same index name, no local copy
     elsewhere = RunbookIndex(elsewhere_path, settings=settings, embedder=model)
+    request.addfinalizer(here.close)
+    request.addfinalizer(elsewhere.close)
     assert (elsewhere_path / "lexical" / here.manifest.generation / "chunks.json").exists()
     sre = Principal("sam", frozenset({"sre"}))
     for query in ("LedgerKafkaUnderReplicatedPartitions", "pods keep restarting"):
@@ -142,5 +147,7 @@ def test_noop_rebuild_and_a_second_index_on_the_same_server(server_index, tmp_pa
     (src / "a.md").write_text("---\ntitle: A\naccess: [sre]\n---\n# A\n\nRestart the ledger writer.\n")
     RunbookIndex.build([src], path=other, settings=settings, embedder=model)
     sre = Principal("s", frozenset({"sre"}))
-    assert RunbookIndex(other, settings=settings).search("ledger writer", principal=sre)[0].source == "a.md"
-    assert RunbookIndex(path, settings=settings).manifest.documents == 35
+    with RunbookIndex(other, settings=settings) as index:
+        assert index.search("ledger writer", principal=sre)[0].source == "a.md"
+    with RunbookIndex(path, settings=settings) as index:
+        assert index.manifest.documents == 35

@@ -204,6 +204,5 @@ def test_a_missing_lexical_index_is_derived_from_the_store(
             h.chunk_id for h in before.search(query, principal=SRE)
         ]
     # A lexical index that disagrees with the store is reported by verify.
-    shutil.rmtree(lexical)
     LexicalIndex.build([("x", "a.md", "text", "sre")]).save(lexical)
     assert "the lexical index's chunks differ from the store's" in RunbookIndex(copy, embedder=model).verify()
