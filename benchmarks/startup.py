@@ -105,6 +105,7 @@ COMMANDS: dict[str, tuple[list[str], float | None]] = {
 
 def unpack(rev: str, into: Path) -> Path:
     """The ``runbook_rag`` package of git revision ``rev``, under ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", rev, "runbook_rag"], check=True, capture_output=True
     ).stdout
@@ -112,9 +113,11 @@ def unpack(rev: str, into: Path) -> Path:
     return into
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    """Run ``argv`` as a whole process; ``cwd`` is not the repository, whose package would
+    shadow the one ``PYTHONPATH`` names for the baseline."""
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env)
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed:\n{done.stderr}")
@@ -139,13 +142,13 @@ def commands(runs: int, baseline: str | None) -> list[str]:
         base_env = {**os.environ, "RUNBOOK_RAG_INDEX": str(index)}
         variants = {"current": base_env}
         if baseline:
-            shutil.copytree(index, work / "baseline-index")
             package = unpack(baseline, work / "baseline")
-            variants[f"baseline {baseline}"] = {
-                **os.environ,
-                "RUNBOOK_RAG_INDEX": str(work / "baseline-index"),
-                "PYTHONPATH": str(package),
-            }
+            env = {**os.environ, "RUNBOOK_RAG_INDEX": str(work / "baseline-index")}
+            env["PYTHONPATH"] = str(package)
+            # The baseline searches an index it built itself, in the format it writes.
+            build = ["build", str(SAMPLES), "--access-map", str(ACCESS_MAP)]
+            timed([sys.executable, "-m", "runbook_rag", *build], env, work)
+            variants[f"baseline {baseline}"] = env
         peer_query = [str(ROOT / "benchmarks" / "peer_query.py"), str(peer_store)]
         cases: list[tuple[str, list[str], dict[str, str]]] = [
             ("import click", [python, "-c", "import click"], base_env),
@@ -160,12 +163,12 @@ def commands(runs: int, baseline: str | None) -> list[str]:
                 label = name if variant == "current" else f"{name} [{variant}]"
                 cases.append((label, [python, "-m", "runbook_rag", *argv], env))
         for _, argv, env in cases:
-            timed(argv, env)  # warm the bytecode and page caches
+            timed(argv, env, work)  # warm the bytecode and page caches
         samples: dict[str, list[float]] = {label: [] for label, _, _ in cases}
         reported: dict[str, list[float]] = {}
         for _ in range(runs):
             for label, argv, env in cases:
-                elapsed, out = timed(argv, env)
+                elapsed, out = timed(argv, env, work)
                 samples[label].append(elapsed)
                 if "--json" in argv and argv[3] == "build":
                     reported.setdefault(label, []).append(float(json.loads(out)["seconds"]))

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runbook_rag.redaction import redact
+from runbook_rag.secret_rules import _MAY_HOLD_TOKEN, Rule, _detect_secrets_rules
 
 PEM_KEY = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBq7runbookFAKEkey\n-----END EC PRIVATE KEY-----\n"
 PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUrunbook\n-----END CERTIFICATE-----\n"
@@ -190,3 +195,27 @@ def test_names_paths_and_settings_stay_readable(text: str) -> None:
 def test_a_private_key_inside_base64_is_masked_anywhere() -> None:
     out = redact(f"key.b64: {B64_KEY}")
     assert B64_KEY not in out.text and out.counts == {"private_key": 1}
+
+
+@pytest.mark.parametrize("rule", _detect_secrets_rules(), ids=lambda r: f"{r.kind}:{r.pattern.pattern[:24]}")
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_every_detect_secrets_match_passes_the_gate_that_skips_them(rule: Rule, data: st.DataObject) -> None:
+    """detect-secrets is imported only for text the gate lets through: whatever any of its
+    patterns matches, alone or amid prose, must pass it."""
+    token = data.draw(st.from_regex(rule.pattern, fullmatch=True))
+    prose = data.draw(st.sampled_from(["", "card declines ", "why is ", "rotate "]))
+    assert _MAY_HOLD_TOKEN.search(prose + token + " now?")
+
+
+def test_a_plain_question_does_not_load_detect_secrets() -> None:
+    probe = (
+        "import sys\n"
+        "from runbook_rag.redaction import redact\n"
+        "redact('card declines are spiking after the 3ds rollout, what do I check first?')\n"
+        "print('detect_secrets' in sys.modules)\n"
+        "redact('key AKIAIOSFODNN7EXAMPLE leaked')\n"
+        "print('detect_secrets' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
