@@ -129,14 +129,18 @@ class _Matrix:
     data: np.ndarray
     indices: np.ndarray
     indptr: np.ndarray
+    params: dict[str, Any]
+    """bm25s's parameters, kept so that bm25s (and earlier versions of this index) can load it."""
 
     FILES = ("data.csc.index.npy", "indices.csc.index.npy", "indptr.csc.index.npy")
     VOCAB = "vocab.index.json"
+    PARAMS = "params.index.json"
 
     def save(self, folder: Path) -> None:
         for name, array in zip(self.FILES, (self.data, self.indices, self.indptr), strict=True):
             np.save(folder / name, array)
         (folder / self.VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
+        (folder / self.PARAMS).write_text(json.dumps(self.params, indent=4), encoding="utf-8")
 
     @classmethod
     def load(cls, folder: Path) -> _Matrix:
@@ -144,7 +148,17 @@ class _Matrix:
         vocab = json.loads((folder / cls.VOCAB).read_text(encoding="utf-8"))
         if not isinstance(vocab, dict) or len(indptr) != len(vocab) + 1:
             raise ValueError("the term vocabulary does not match the score matrix")
-        return cls(vocab, data, indices, indptr)
+        params = json.loads((folder / cls.PARAMS).read_text(encoding="utf-8"))
+        return cls(vocab, data, indices, indptr, params if isinstance(params, dict) else {})
+
+
+def _params(bm25: Any, num_docs: int) -> dict[str, Any]:
+    """The parameters bm25s saves with an index (``BM25.save``'s ``params.index.json``)."""
+    import bm25s
+
+    names = ("k1", "b", "delta", "method", "idf_method", "dtype", "int_dtype")
+    params = {name: getattr(bm25, name) for name in names}
+    return {**params, "num_docs": num_docs, "version": bm25s.__version__, "backend": bm25.backend}
 
 
 class LexicalIndex:
@@ -215,11 +229,12 @@ class LexicalIndex:
                 np.asarray(scores["data"]),
                 np.asarray(scores["indices"]),
                 np.asarray(scores["indptr"]),
+                _params(bm25, int(scores["num_docs"])),
             )
         else:
-            matrix = _Matrix(
-                vocab, np.zeros(0), np.zeros(0, dtype=np.int32), np.zeros(len(vocab) + 1, dtype=np.int32)
-            )
+            empty = np.zeros(len(vocab) + 1, dtype=np.int32)
+            bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
+            matrix = _Matrix(vocab, np.zeros(0), np.zeros(0, dtype=np.int32), empty, _params(bm25, 0))
         lengths = np.array([len(ids) for ids in token_ids], dtype=np.int32)
         return cls(
             matrix,

@@ -77,6 +77,22 @@ def test_scores_equal_bm25s_when_everything_is_visible(index: LexicalIndex) -> N
         assert got.get(chunk_id, 0.0) == pytest.approx(float(score), abs=1e-5)
 
 
+def test_a_saved_index_loads_read_only_and_in_bm25s_own_format(index: LexicalIndex, tmp_path: Path) -> None:
+    """Saved as bm25s saves it (so earlier versions and bm25s itself can read it), loaded
+    memory-mapped and read-only, with the same scores."""
+    index.save(tmp_path / "lexical")
+    again = LexicalIndex.load(tmp_path / "lexical")
+    query, visible = terms("pod crash memory"), frozenset(e[3] for e in ENTRIES)
+    assert again.top(query, visible=visible, n=10) == index.top(query, visible=visible, n=10)
+    assert not again._data.flags.writeable
+    theirs = bm25s.BM25.load(str(tmp_path / "lexical"), mmap=False)
+    vocab = theirs.vocab_dict
+    want = theirs.get_scores([vocab[t] for t in dict.fromkeys(query) if t in vocab])
+    got = dict(again.top(query, visible=visible, n=10))
+    for (chunk_id, *_), score in zip(ENTRIES, want, strict=True):
+        assert got.get(chunk_id, 0.0) == pytest.approx(float(score), abs=1e-5)
+
+
 def test_statistics_count_only_visible_chunks(index: LexicalIndex) -> None:
     """A principal's scores are those of an index of only their chunks: a restricted
     chunk's words change no score, rank or count they can observe."""
