@@ -225,9 +225,13 @@ def _neutralise(text: str) -> str:
 
 def classify(command_text: str, language: str = "shell") -> Classification:
     """The risk of ``command_text`` (``shell`` or ``sql``) and the rule ids that decided it."""
-    if language == "sql":
-        return classify_sql(command_text)
-    return _classify_shell(command_text, depth=0)
+    try:
+        if language == "sql":
+            return classify_sql(command_text)
+        return _classify_shell(command_text, depth=0)
+    except (RecursionError, AttributeError, TypeError, ValueError, IndexError, KeyError):
+        # a parse tree of a shape the rules do not expect is unknown, never read
+        return _c("unknown", "classifier-error")
 
 
 def _classify_shell(text: str, *, depth: int) -> Classification:
@@ -1579,7 +1583,8 @@ def _sql_statements(script: str, dialect: str) -> list[Classification]:
 def _sql_statement(statement: Any, exp: Any, dialect: str) -> Classification:
     if isinstance(statement, exp.Command):
         keyword = str(statement.this).upper()
-        rest = statement.expression.name if statement.expression is not None else ""
+        expression = statement.expression
+        rest = expression if isinstance(expression, str) else getattr(expression, "name", "")
         if keyword == "EXPLAIN":
             match = re.match(r"^\s*(\(([^)]*)\)|ANALYZE\b|VERBOSE\b|\s)*", rest, re.IGNORECASE)
             options = match.group(0) if match else ""
