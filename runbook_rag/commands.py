@@ -184,7 +184,11 @@ def _shell_block(lines: list[str], first: int) -> Iterator[Command]:
         i = end + 1
 
 
+_SQL_PROMPT = re.compile(r"^\s*[\w.-]*[=-][#>]\s?")
+
+
 def _sql_block(lines: list[str], first: int) -> Iterator[Command]:
+    lines = [_SQL_PROMPT.sub("", line, count=1) for line in lines]
     start: int | None = None
     for i, line in enumerate(lines):
         stripped = line.strip()
@@ -930,6 +934,7 @@ def _gcloud(args: list[str], stdin: _Stdin | None, depth: int) -> Classification
     if "resize" in words and (_value(args, "--size", "--num-nodes") == "0"):
         return _c("destructive", "gcloud.resize-to-zero")
     risks = [(word, _GCLOUD[word]) for word in words if word in _GCLOUD]
+    risks += [(word, "read") for word in words if word.startswith("get-") and word not in _GCLOUD]
     if not risks:
         return _c("unknown", "gcloud.unknown-verb")
     word, risk = risks[0]
@@ -979,7 +984,7 @@ def _signal_tool(name: str) -> Tool:
             return _c("read", "kill.list")
         if signal == "0":
             return _c("read", f"{name}.probe")
-        if signal in ("HUP", "1", "USR1", "USR2", "10", "12", "WINCH", "CONT", "18"):
+        if signal in ("HUP", "1", "USR1", "USR2", "10", "12", "WINCH", "CONT", "18", "TTIN", "TTOU"):
             return _c("change", f"{name}.signal")
         return _c("destructive", f"{name}.terminate")
 
@@ -990,8 +995,8 @@ _GIT = _table(
     read="status log diff show fetch blame grep ls-files ls-tree rev-parse describe shortlog reflog "
     "ls-remote cat-file rev-list whatchanged show-ref version help bisect-log count-objects fsck",
     change="commit pull merge checkout switch push add rm mv rebase cherry-pick revert stash tag config "
-    "clone init restore apply am branch remote submodule worktree notes bisect gc",
-    destructive="filter-branch filter-repo",
+    "clone init restore apply am branch remote submodule worktree notes bisect gc repack",
+    destructive="filter-branch filter-repo prune",
 )
 
 
@@ -1374,6 +1379,10 @@ TOOLS: dict[str, Tool] = {
         ),
     ),
     "etcd": _uniform("unknown", "etcd.server"),
+    "logcli": _simple_verb(
+        "logcli",
+        _table(read="query instant-query labels series stats volume volume_range", destructive="delete"),
+    ),
     **{
         name: _kafka_tool(name)
         for base in (
@@ -1406,7 +1415,7 @@ READ_ONLY = _words(
     dmesg lscpu lsmod lspci lsusb nproc uname arch getent groups last w who iotop nload iftop
     sleep cd pwd export set unset alias read wait exit return shift local declare pushd popd history
     basename dirname realpath readlink seq printenv locale timedatectl hostnamectl loginctl
-    resolvectl pg_isready pg_controldata pg_lsclusters pg_config promtool amtool logcli ethtool arp
+    resolvectl pg_isready pg_controldata pg_lsclusters pg_config promtool amtool ethtool arp
     route nstat numastat slabtop pmap smem zcat zless bzcat xzcat nl fold fmt paste join comm tac rev
     expand unexpand factor expr bc getconf umask jps jstack jstat ldd nm objdump readelf lvs pvs vgs
     lvdisplay pvdisplay vgdisplay xfs_info dumpe2fs tree"""
