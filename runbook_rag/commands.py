@@ -1309,6 +1309,51 @@ def _argocd(args: list[str], stdin: _Stdin | None, depth: int) -> Classification
     return _c("unknown", "argocd.unknown-verb")
 
 
+def _consul(args: list[str], stdin: _Stdin | None, depth: int) -> Classification:
+    words = _positionals(args)
+    verb = words[0] if words else ""
+    if verb == "maint":
+        return (
+            _c("change", "consul.maint") if _flag(args, "-enable", "-disable") else _c("read", "consul.maint")
+        )
+    tables = {
+        "kv": _table(read="get export", change="put import", destructive="delete"),
+        "snapshot": _table(read="inspect", change="save", destructive="restore"),
+        "operator": _table(read="raft", change="autopilot"),
+        "services": _table(change="register", destructive="deregister"),
+        "acl": _table(read="token policy role"),
+    }
+    if verb in tables:
+        sub = words[1] if len(words) > 1 else ""
+        if verb == "operator" and words[1:3] == ["raft", "remove-peer"]:
+            return _c("destructive", "consul.operator.raft.remove-peer")
+        if verb == "acl" and len(words) > 2 and words[2] not in ("list", "read"):
+            return _c("change", "consul.acl")
+        if not sub or sub.startswith("-") or _flag(args, "-help", "--help"):
+            return _c("read", f"consul.{verb}.help")
+        return _verbs(f"consul.{verb}", sub, tables[verb])
+    table = _table(
+        read="members catalog info monitor version watch help members rtt validate",
+        change="reload join event exec",
+        destructive="leave force-leave",
+    )
+    return _verbs("consul", verb, table)
+
+
+def _gh(args: list[str], stdin: _Stdin | None, depth: int) -> Classification:
+    words = _positionals(args, _words("-R --repo -q --jq -t --template -H --header -X --method"))
+    if words[:1] == ["api"]:
+        method = (_value(args, "-X", "--method") or "GET").upper()
+        if method == "DELETE":
+            return _c("destructive", "gh.api.delete")
+        if method != "GET" or _flag(args, "-f", "-F", "--field", "--raw-field", "--input"):
+            return _c("change", "gh.api.write")
+        return _c("read", "gh.api.get")
+    if len(words) > 1 and words[1] in ("list", "view", "status", "diff", "checks", "watch"):
+        return _c("read", f"gh.{words[1]}")
+    return _c("unknown", "gh.unknown-verb")
+
+
 TOOLS: dict[str, Tool] = {
     "kubectl": _kubectl,
     "oc": _kubectl,
@@ -1379,6 +1424,27 @@ TOOLS: dict[str, Tool] = {
         ),
     ),
     "etcd": _uniform("unknown", "etcd.server"),
+    "consul": _consul,
+    "gh": _gh,
+    "pip": _simple_verb(
+        "pip",
+        _table(
+            read="list show freeze check help config",
+            change="install download wheel",
+            destructive="uninstall",
+        ),
+    ),
+    "pip3": _simple_verb(
+        "pip3",
+        _table(
+            read="list show freeze check help config",
+            change="install download wheel",
+            destructive="uninstall",
+        ),
+    ),
+    "perf": _simple_verb(
+        "perf", _table(read="report top stat list annotate script diff", change="record trace probe")
+    ),
     "logcli": _simple_verb(
         "logcli",
         _table(read="query instant-query labels series stats volume volume_range", destructive="delete"),
@@ -1422,7 +1488,7 @@ READ_ONLY = _words(
 )
 CHANGE = _words(
     """mv cp chmod chown chgrp mkdir touch ln install scp sftp gzip gunzip bzip2 xz unxz zip unzip
-    useradd usermod groupadd passwd chpasswd apt apt-get yum dnf rpm dpkg pip pip3 npm update-ca-certificates
+    useradd usermod groupadd passwd chpasswd apt apt-get yum dnf rpm dpkg npm update-ca-certificates
     restorecon setenforce chcon logrotate certbot ssh-keygen ssh-copy-id htpasswd exportfs swapon
     modprobe sysctl-w mount umount"""
 )
@@ -1586,6 +1652,8 @@ def _sql_statements(script: str, dialect: str) -> list[Classification]:
         statements = [s for s in sqlglot.parse(script, read=dialect) if s is not None]
     except Exception:  # sqlglot raises ParseError, TokenError and others: all are unknown
         return [_c("unknown", "parse-error")]
+    # a comment after the last semicolon parses as an empty statement of its own
+    statements = [s for s in statements if not isinstance(s, exp.Semicolon)]
     return [_sql_statement(statement, exp, dialect) for statement in statements]
 
 
