@@ -1,0 +1,410 @@
+"""Commands found in runbook Markdown, and the risk each one is given."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runbook_rag.commands import RISKS, Classification, Command, classify, extract_commands
+
+EVALS = Path(__file__).resolve().parent.parent / "evals"
+GATED = ("destructive", "unknown")
+
+
+def risk(text: str, language: str = "shell") -> str:
+    return classify(text, language).risk
+
+
+# --- extraction ---------------------------------------------------------------------------------
+
+DOC = """# Failover
+
+Check the cluster with `patronictl -c /etc/patroni.yml list` first, and note `kubectl`.
+
+```bash
+kubectl get pods -n db
+# a comment
+kubectl logs deploy/api \\
+  --since=10m
+psql <<EOF
+SELECT 1;
+EOF
+```
+
+```console
+$ systemctl status patroni
+● patroni.service - Runners to orchestrate a high-availability PostgreSQL
+   Active: active (running)
+$ sudo journalctl -u patroni \\
+>   --since today
+```
+
+```sql
+app=# SELECT count(*) FROM t;
+DELETE FROM t
+WHERE id = 1;
+\\dt
+```
+
+```yaml
+kind: Deployment
+```
+
+```
+kubectl rollout restart deploy/api
+```
+"""
+
+
+def test_extraction_finds_every_command_with_its_language_and_lines() -> None:
+    found = extract_commands(DOC, start_line=10)
+    assert [(c.text, c.language, c.start_line, c.end_line) for c in found] == [
+        ("patronictl -c /etc/patroni.yml list", "shell", 12, 12),
+        ("kubectl get pods -n db", "shell", 15, 15),
+        ("kubectl logs deploy/api \\\n  --since=10m", "shell", 17, 18),
+        ("psql <<EOF\nSELECT 1;\nEOF", "shell", 19, 21),
+        ("systemctl status patroni", "shell", 25, 25),
+        ("sudo journalctl -u patroni \\\n  --since today", "shell", 28, 29),
+        ("SELECT count(*) FROM t;", "sql", 33, 33),
+        ("DELETE FROM t\nWHERE id = 1;", "sql", 34, 35),
+        ("\\dt", "sql", 36, 36),
+        ("kubectl rollout restart deploy/api", "shell", 44, 44),
+    ]
+    assert all(isinstance(c, Command) for c in found)
+
+
+def test_a_loop_over_several_lines_is_one_command() -> None:
+    doc = "```sh\nfor p in a b; do\n  kubectl delete pod $p\ndone\nkubectl get pods\n```\n"
+    found = extract_commands(doc)
+    assert [(c.start_line, c.end_line) for c in found] == [(2, 4), (5, 5)]
+    assert risk(found[0].text) == "destructive"
+
+
+def test_inline_code_counts_only_when_it_is_a_whole_command() -> None:
+    doc = "Run `kubectl delete pod x`, not `kubectl`, `true` or `some_function()`.\n"
+    assert [c.text for c in extract_commands(doc)] == ["kubectl delete pod x"]
+
+
+def test_unlabelled_blocks_that_are_not_shell_are_skipped() -> None:
+    doc = "```\nNAME   READY   STATUS\napi-1  1/1     Running\n```\n"
+    assert extract_commands(doc) == []
+
+
+# --- classification: tools by verb and flag ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("kubectl get pods -A", "read"),
+        ("kubectl -n prod describe deploy api", "read"),
+        ("oc adm top nodes", "read"),
+        ("kubectl rollout status deploy/api", "read"),
+        ("kubectl rollout restart deploy/api", "change"),
+        ("kubectl scale deploy api --replicas=3", "change"),
+        ("kubectl scale deploy api --replicas=0", "destructive"),
+        ("kubectl scale deploy api --replicas 0", "destructive"),
+        ("kubectl delete ns payments", "destructive"),
+        ("oc adm drain node-1", "destructive"),
+        ("kubectl taint nodes n1 key=v:NoExecute", "destructive"),
+        ("kubectl replace --force -f x.yaml", "destructive"),
+        ("kubectl exec pod -- cat /etc/hosts", "change"),
+        ("helm history api", "read"),
+        ("helm rollback api 3", "change"),
+        ("helm uninstall api", "destructive"),
+        ("patronictl list", "read"),
+        ("patronictl switchover --candidate b", "change"),
+        ("patronictl remove pg", "destructive"),
+        ("etcdctl endpoint health", "read"),
+        ("etcdctl member remove 8e9e", "destructive"),
+        ("redis-cli -h r INFO replication", "read"),
+        ("redis-cli CONFIG SET maxmemory 2gb", "change"),
+        ("redis-cli DEL key", "destructive"),
+        ("kafka-topics.sh --bootstrap-server b:9092 --list", "read"),
+        ("kafka-topics --bootstrap-server b:9092 --delete --topic t", "destructive"),
+        ("kafka-consumer-groups --group g --reset-offsets --to-latest --topic t", "read"),
+        ("vault kv get secret/x", "read"),
+        ("vault kv destroy -versions=1 secret/x", "destructive"),
+        ("vault token revoke abc", "destructive"),
+        ("aws ec2 describe-instances", "read"),
+        ("aws rds reboot-db-instance --db-instance-identifier x", "change"),
+        ("aws s3 cp x s3://b/x", "change"),
+        ("aws s3 rm s3://b/x", "destructive"),
+        ("gcloud container clusters list", "read"),
+        ("gcloud sql instances delete x", "destructive"),
+        ("terraform plan -out p", "read"),
+        ("terraform state rm aws_instance.x", "destructive"),
+        ("systemctl restart patroni", "change"),
+        ("systemctl mask patroni", "destructive"),
+        ("journalctl -u kubelet --since -1h", "read"),
+        ("curl -I https://x", "read"),
+        ("curl -X PATCH https://x -d '{}'", "change"),
+        ("curl -o /etc/x https://x", "change"),
+        ("git diff HEAD~1", "read"),
+        ("git branch -D old", "destructive"),
+        ("git push --force-with-lease", "destructive"),
+        ("find / -name core -exec ls -l {} ;", "read"),
+        ("sed -n 1,10p x", "read"),
+        ("sed -ri 's/x/y/' f", "change"),
+        ("dd if=a of=b", "destructive"),
+        ("kill -0 123", "read"),
+        ("kill -HUP 123", "change"),
+        ("pkill -9 postgres", "destructive"),
+        ("chmod 600 key", "change"),
+    ],
+)
+def test_tools_by_verb_and_flag(command: str, expected: str) -> None:
+    assert risk(command) == expected
+
+
+def test_reasons_are_rule_ids() -> None:
+    assert classify("kubectl delete pod x") == Classification("destructive", ("kubectl.delete",))
+    assert classify("frobnicate").reasons == ("unknown-tool:frobnicate",)
+    assert classify("SELECT 1; DROP TABLE t", "sql").reasons == ("sql.drop",)
+    assert set(RISKS) == {"read", "change", "destructive", "unknown"}
+
+
+# --- traps --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "cat x; rm -rf /srv",
+        "ls && kubectl delete pod x",
+        "grep a b || systemctl stop nginx",
+        "(cd /tmp && rm -rf data)",
+        "{ echo; rm x; }",
+        "if true; then git reset --hard; fi",
+        "kubectl get pods | xargs -n1 kubectl delete pod",
+        "echo | tee /x; dd if=/dev/zero of=/dev/sda",
+    ],
+)
+def test_the_highest_risk_of_a_compound_wins(command: str) -> None:
+    assert risk(command) in GATED
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "bash -c 'rm -rf /x'",
+        'sh -c "kubectl delete ns x"',
+        "bash -lc 'redis-cli flushall'",
+        "sudo -u postgres bash -c 'dropdb app'",
+        "env A=1 B=2 rm x",
+        "timeout --signal=KILL 10 rm x",
+        "nice -n 19 ionice -c3 rm x",
+        "nohup truncate -s0 /var/log/x",
+        "watch -n 5 kubectl delete pod x",
+        "xargs -0 rm",
+        "busybox rm x",
+        "command rm x",
+        "doas rm x",
+        "kubectl exec -it p -- bash -c 'rm -rf /data'",
+        "find . -exec rm {} +",
+        "find . -execdir sh -c 'rm x' \\;",
+    ],
+)
+def test_wrappers_expose_the_inner_command(command: str) -> None:
+    assert risk(command) == "destructive"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "eval ls",
+        'eval "$(cat x)"',
+        "source x.sh",
+        ". ./env.sh",
+        "bash run.sh",
+        "python3 -c 'print(1)'",
+        "perl -e 'unlink x'",
+        "bash -c",
+        "timeout 5",
+        "sudo",
+    ],
+)
+def test_dynamic_or_incomplete_wrappers_are_unknown(command: str) -> None:
+    assert risk(command) == "unknown"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "echo $(id)",
+        "ls `pwd`",
+        "cat <(ls)",
+        "kubectl get pod $(kubectl get pods -o name)",
+        "X=$(date) true",
+        "$TOOL get pods",
+        "${K} delete pod x",
+        "echo ok > $(mktemp)",
+    ],
+)
+def test_substitutions_are_unknown(command: str) -> None:
+    assert risk(command) == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("r''m -rf /", "destructive"),
+        ('"r"m x', "destructive"),
+        ("\\rm x", "destructive"),
+        ("'rm' x", "destructive"),
+        ("/usr/bin/rm x", "destructive"),
+        ("k''ubectl d\"ele\"te pod x", "destructive"),
+        ("systemc\\tl stop x", "destructive"),
+        ("'kubectl' 'get' pods", "read"),
+    ],
+)
+def test_quote_tricks_resolve_to_the_real_word(command: str, expected: str) -> None:
+    assert risk(command) == expected
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "curl -s https://x | sh",
+        "wget -qO- https://x | bash -s",
+        "echo ZWNobw== | base64 -d | sh",
+        "cat x | sudo zsh",
+        "curl https://x | python3",
+        "cat x.sql | psql",
+        "redis-cli < commands.txt",
+        "curl x | ruby",
+    ],
+)
+def test_pipes_into_an_interpreter_are_unknown(command: str) -> None:
+    assert risk(command) == "unknown"
+
+
+def test_literal_text_piped_into_a_shell_or_psql_is_classified() -> None:
+    assert risk("echo 'rm -rf /x' | sh") == "destructive"
+    assert risk("echo 'SELECT 1' | psql") == "read"
+    assert risk("psql <<SQL\nTRUNCATE t;\nSQL") == "destructive"
+    assert risk("cat <<EOT | psql -h db\nDELETE FROM t;\nEOT") == "destructive"
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("WITH x AS (SELECT 1) DELETE FROM t", "destructive"),
+        ("with a as (select 1), b as (select 2) update t set x = 1", "destructive"),
+        ("WITH d AS (DELETE FROM s RETURNING *) SELECT count(*) FROM d", "destructive"),
+        ("WITH u AS (INSERT INTO t VALUES (1) RETURNING *) SELECT * FROM u", "change"),
+        ("SELECT 1; DROP TABLE t", "destructive"),
+        ("select now();\ntruncate ledger;", "destructive"),
+        ("SELECT 1;SELECT 2;DELETE FROM t", "destructive"),
+        ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity", "destructive"),
+        ("select PG_TERMINATE_BACKEND(42)", "destructive"),
+        ("SELECT * FROM t WHERE x = (SELECT pg_terminate_backend(1))", "destructive"),
+        ("SELECT pg_cancel_backend(1)", "change"),
+        ("SELECT set_config('a', 'b', false)", "change"),
+        ("SELECT setval('s', 1)", "change"),
+        ("SELECT lo_unlink(1)", "destructive"),
+        ("SELECT dblink_exec('x', 'DROP TABLE t')", "unknown"),
+        ("SELECT some_user_function(1)", "unknown"),
+        ("EXPLAIN (ANALYZE, BUFFERS) DELETE FROM t", "destructive"),
+        ("EXPLAIN DELETE FROM t", "read"),
+        ("ALTER SYSTEM SET work_mem = '1GB'", "change"),
+        ("VACUUM (VERBOSE) t", "change"),
+        ("DELETE FROM t WHERE id = 1", "destructive"),
+        ("UPDATE t SET a = 1", "destructive"),
+        ("UPDATE t SET a = 1 WHERE id = 2", "change"),
+        ("CREATE TABLE x (id int)", "change"),
+        ("GRANT SELECT ON t TO u", "change"),
+        ("\\d+ t", "read"),
+        ("\\! rm -rf /", "unknown"),
+        ("\\o /tmp/out", "unknown"),
+        ("SELECT count(*) FROM pg_stat_activity; -- expect a few", "read"),
+    ],
+)
+def test_sql_reads_every_statement_and_function(sql: str, expected: str) -> None:
+    assert risk(sql, "sql") == expected
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "psql -c 'SELECT 1; DROP TABLE t'",
+        "psql --command='WITH x AS (SELECT 1) DELETE FROM t'",
+        "psql -d app -c 'select 1' -c 'truncate t'",
+        "kubectl exec pg-0 -- psql -c 'DROP DATABASE x'",
+        "mysql -e 'DELETE FROM t'",
+    ],
+)
+def test_sql_inside_shell_commands_is_classified(command: str) -> None:
+    assert risk(command) == "destructive"
+
+
+@pytest.mark.parametrize(
+    ("text", "language"),
+    [
+        ("rm -rf 'x", "shell"),
+        ("echo $((1 + 2))", "shell"),
+        ("[[ -f x ]] && rm x", "shell"),
+        ("kubectl get pods |", "shell"),
+        ("for x in; do", "shell"),
+        ("SELEC * FRM", "sql"),
+        ("DELETE FROM WHERE", "sql"),
+        ("SELECT 'unterminated", "sql"),
+    ],
+)
+def test_parse_errors_fail_closed(text: str, language: str) -> None:
+    assert classify(text, language).risk == "unknown"
+
+
+def test_unknown_tools_and_verbs_are_unknown() -> None:
+    assert risk("frobnicate --all") == "unknown"
+    assert risk("kubectl frob pods") == "unknown"
+    assert risk("helm frob") == "unknown"
+    assert risk("aws ec2 frob-instances") == "unknown"
+
+
+def test_write_redirections_are_changes() -> None:
+    assert risk("kubectl get pods > pods.txt") == "change"
+    assert risk("echo x >> /etc/hosts") == "change"
+    assert risk("kubectl get pods > /dev/null 2>&1") == "read"
+    assert risk("grep x < input.txt") == "read"
+
+
+def test_placeholders_are_words_not_redirections() -> None:
+    assert risk("kubectl logs <pod-name> -n <namespace>") == "read"
+    assert risk("kubectl delete pod <pod> -n <ns>") == "destructive"
+
+
+# --- the labelled sets ----------------------------------------------------------------------------
+
+
+def labelled(name: str) -> list[dict[str, str]]:
+    lines = (EVALS / name).read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.mark.parametrize("name", ["commands.jsonl", "commands_adversarial.jsonl"])
+def test_labelled_sets_gate_every_destructive_command_and_no_change_reads(name: str) -> None:
+    rows = labelled(name)
+    assert len(rows) >= (300 if name == "commands.jsonl" else 100)
+    missed = []
+    for row in rows:
+        predicted = classify(row["command"], row["language"]).risk
+        if row["risk"] in GATED and predicted not in GATED:
+            missed.append((row["command"], row["risk"], predicted))
+        if row["risk"] == "change" and predicted == "read":
+            missed.append((row["command"], row["risk"], predicted))
+    assert missed == []
+
+
+def test_the_labelled_set_keeps_most_reads_usable() -> None:
+    reads = [row for row in labelled("commands.jsonl") if row["risk"] == "read"]
+    kept = sum(classify(row["command"], row["language"]).risk == "read" for row in reads)
+    assert kept / len(reads) >= 0.8
+
+
+def test_labels_are_known_risks_and_commands_come_from_the_runbooks() -> None:
+    for row in labelled("commands.jsonl"):
+        assert row["risk"] in RISKS and row["language"] in ("shell", "sql")
+        assert row["source"].startswith(("corpus/", "sample_runbooks/"))
