@@ -418,6 +418,10 @@ def _named(
 
 
 def _env(args: list[str], depth: int, stdin: _Stdin | None) -> Classification:
+    split = _value(args, "-S", "--split-string")
+    if split is not None:
+        inner = _classify_shell(split, depth=depth + 1)
+        return Classification(inner.risk, ("wrapper.env", *inner.reasons))
     rest = _skip_options(args, frozenset({"-u", "--unset", "-C", "--chdir", "-S", "--split-string"}))
     while rest and re.match(r"^\w+=", rest[0]):
         rest = rest[1:]
@@ -1003,6 +1007,9 @@ _GIT = _table(
 def _git(args: list[str], stdin: _Stdin | None, depth: int) -> Classification:
     words = _positionals(args, _words("-C -c --git-dir --work-tree"))
     verb = words[0] if words else ""
+    if "-c" in args[: args.index(verb)] if verb in args else "-c" in args:
+        # configuration given on the command line can name a program (core.sshCommand, aliases)
+        return _c("unknown", "git.config-override")
     rest = args[args.index(verb) + 1 :] if verb in args else []
     if verb == "push" and (
         _flag(rest, "--force", "-f", "--force-with-lease", "--mirror", "--delete", "-d", "--prune")
@@ -1043,6 +1050,8 @@ def _git(args: list[str], stdin: _Stdin | None, depth: int) -> Classification:
 
 
 def _curl(args: list[str], stdin: _Stdin | None, depth: int) -> Classification:
+    if _flag(args, "-K", "--config"):
+        return _c("unknown", "curl.config-file")
     method = (_value(args, "-X", "--request") or "").upper()
     if method == "DELETE":
         return _c("destructive", "curl.delete")
@@ -1106,6 +1115,12 @@ def _find(args: list[str], stdin: _Stdin | None, depth: int) -> Classification:
 
 
 def _sed(args: list[str], stdin: _Stdin | None, depth: int) -> Classification:
+    if _flag(args, "-f", "--file"):
+        return _c("unknown", "sed.script-file")
+    script = " ".join(a for a in args if not a.startswith("-"))
+    # the w and e commands (and the s///w, s///e flags) write files or run commands
+    if re.search(r"(?:^|[;{}\n])\s*[0-9,$]*\s*[wWe](?:\s|$)|/[gpiImM0-9]*[we](?:\s|$|;)", script):
+        return _c("unknown", "sed.write-or-exec")
     if any(re.fullmatch(r"-[a-zA-Z]*i.*", a) and not a.startswith("--") for a in args) or _flag(
         args, "--in-place"
     ):

@@ -202,6 +202,7 @@ def test_the_highest_risk_of_a_compound_wins(command: str) -> None:
         "busybox rm x",
         "command rm x",
         "doas rm x",
+        "env -S 'rm -rf /x'",
         "kubectl exec -it p -- bash -c 'rm -rf /data'",
         "find . -exec rm {} +",
         "find . -execdir sh -c 'rm x' \\;",
@@ -224,6 +225,10 @@ def test_wrappers_expose_the_inner_command(command: str) -> None:
         "bash -c",
         "timeout 5",
         "sudo",
+        "git -c core.sshCommand='rm -rf /' fetch",
+        "curl -K request.cfg https://x",
+        "sed 's/x/y/e' f",
+        "sed -n 'w /etc/cron.d/x' f",
     ],
 )
 def test_dynamic_or_incomplete_wrappers_are_unknown(command: str) -> None:
