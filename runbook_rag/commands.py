@@ -7,8 +7,8 @@ a whole command. ``classify`` gives each command a risk, with the rule ids that 
     read < change < destructive < unknown
 
 A command is ``read`` only when every part of it is known to be read-only. Shell is parsed with
-bashlex and every simple command of a pipeline, list, subshell, loop, function and ``-c``
-argument is classified; SQL is parsed with sqlglot, every statement of a script. The risk of a
+tree-sitter-bash and every simple command of a pipeline, list, subshell, loop, function, heredoc
+and ``-c`` argument is classified; SQL is parsed with sqlglot, every statement of a script. The risk of a
 compound is the highest of its parts. ``unknown`` ranks highest and is gated like
 ``destructive``: anything dynamic (command substitution, ``eval``, ``source``, piping into an
 interpreter), an interactive shell, a wrapper whose inner command cannot be classified, a tool or
@@ -25,10 +25,14 @@ Choices that are policy rather than syntax:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from tree_sitter import Node, Parser
 
 Risk = Literal["read", "change", "destructive", "unknown"]
 Language = Literal["shell", "sql"]
@@ -207,13 +211,7 @@ def _sql_block(lines: list[str], first: int) -> Iterator[Command]:
 
 
 def _parses(text: str) -> bool:
-    import bashlex
-
-    try:
-        bashlex.parse(_neutralise(text))
-    except Exception:  # bashlex raises several unrelated types for text it cannot read
-        return False
-    return True
+    return not _scan(_parse(text)).error
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,6 +225,19 @@ def _neutralise(text: str) -> str:
     return _PLACEHOLDER.sub(lambda m: "PLACEHOLDER_" + re.sub(r"\W", "_", m.group(1)), text)
 
 
+@functools.cache
+def _parser() -> Parser:
+    import tree_sitter_bash
+    from tree_sitter import Language as Grammar
+    from tree_sitter import Parser
+
+    return Parser(Grammar(tree_sitter_bash.language()))
+
+
+def _parse(text: str) -> Node:
+    return _parser().parse(_neutralise(text).encode("utf-8")).root_node
+
+
 def classify(command_text: str, language: str = "shell") -> Classification:
     """The risk of ``command_text`` (``shell`` or ``sql``) and the rule ids that decided it."""
     try:
@@ -238,18 +249,56 @@ def classify(command_text: str, language: str = "shell") -> Classification:
         return _c("unknown", "classifier-error")
 
 
-def _classify_shell(text: str, *, depth: int) -> Classification:
-    import bashlex
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """What a whole parse tree holds, found in one pass."""
 
+    error: bool  # an ERROR or MISSING node: tree-sitter recovered from text it could not read
+    substituted: bool  # a command or process substitution anywhere, in any word or heredoc
+    commands: frozenset[int]  # every simple command outside substitutions, by node id
+
+
+def _scan(root: Node) -> _Scan:
+    error = root.has_error
+    substituted = False
+    commands: set[int] = set()
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, inside = stack.pop()
+        if node.is_missing or node.is_error:
+            error = True
+        if node.type in _SUBSTITUTIONS or (node.type == "heredoc_redirect" and _substitutes(node)):
+            substituted = inside = True
+        elif node.type in _SIMPLE_COMMANDS and not inside:
+            commands.add(node.id)
+        stack.extend((child, inside) for child in node.children)
+    return _Scan(error, substituted, frozenset(commands))
+
+
+def _substitutes(heredoc: Node) -> bool:
+    """Whether an unquoted heredoc runs a substitution; tree-sitter leaves backquotes in it as text."""
+    start = next((c for c in heredoc.children if c.type == "heredoc_start"), None)
+    if start is None or re.search(r"[\\'\"]", _src(start)):
+        return False  # <<'EOF', <<"EOF" and <<\EOF: the body is literal text
+    return bool(re.search(r"`|\$\(", _heredoc_text(heredoc)))
+
+
+def _classify_shell(text: str, *, depth: int) -> Classification:
     if depth > 4:
         return _c("unknown", "shell.too-deep")
     if not text.strip():
         return _c("read", "shell.empty")
-    try:
-        trees = bashlex.parse(_neutralise(text))
-    except Exception:  # any failure to parse is unknown, never read
+    root = _parse(text)
+    scan = _scan(root)
+    if scan.error:  # tree-sitter reads past errors; any error is unknown, never read
         return _c("unknown", "parse-error")
-    return _combine([_node(tree, depth, stdin=None) for tree in trees])
+    walk = _Walk(depth)
+    parts = [_c("unknown", "shell.substitution")] if scan.substituted else []
+    parts.append(_node(root, walk, None))
+    if not scan.commands <= walk.seen:
+        # a command in a shape the walk does not know is never passed over
+        parts.append(_c("unknown", "shell.unhandled-syntax"))
+    return _combine(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,103 +308,318 @@ class _Stdin:
     text: str | None
 
 
-def _node(node: Any, depth: int, stdin: _Stdin | None) -> Classification:
-    kind = node.kind
+@dataclass(slots=True)
+class _Walk:
+    """The ``-c`` nesting depth, and the simple commands classified so far."""
+
+    depth: int
+    seen: set[int] = field(default_factory=set)
+
+
+_SUBSTITUTIONS = frozenset({"command_substitution", "process_substitution"})
+_EXPANSIONS = _SUBSTITUTIONS | {"simple_expansion", "expansion", "arithmetic_expansion"}
+_SIMPLE_COMMANDS = frozenset({"command", "declaration_command", "unset_command"})
+_REDIRECTS = frozenset({"file_redirect", "heredoc_redirect", "herestring_redirect"})
+_GROUPS = frozenset(
+    {
+        "program",
+        "list",
+        "compound_statement",
+        "subshell",
+        "do_group",
+        "if_statement",
+        "elif_clause",
+        "else_clause",
+        "for_statement",
+        "c_style_for_statement",
+        "while_statement",
+        "case_statement",
+        "case_item",
+        "function_definition",
+        "negated_command",
+        "variable_assignments",
+    }
+)
+_STATEMENTS = (
+    _GROUPS | _SIMPLE_COMMANDS | {"pipeline", "redirected_statement", "test_command", "variable_assignment"}
+)
+
+
+def _node(node: Node, walk: _Walk, stdin: _Stdin | None) -> Classification:
+    kind = node.type
     if kind == "command":
-        return _simple(node, depth, stdin)
+        return _simple(node, walk, stdin)
     if kind == "pipeline":
-        parts = [p for p in node.parts if p.kind != "pipe"]
-        results = []
-        feed: _Stdin | None = stdin
-        for part in parts:
-            results.append(_node(part, depth, feed))
-            feed = _Stdin(_literal_output(part))
-        return _combine(results)
-    if kind in ("list", "compound", "if", "for", "while", "until", "function"):
-        inner = [_node(p, depth, stdin) for p in _children(node) if p.kind not in _SYNTAX]
-        redirects = [_redirect(p) for p in getattr(node, "redirects", []) or []]
-        return _combine(inner + redirects)
-    if kind in _SYNTAX:
-        return Classification("read", ())
+        return _pipeline(node, walk, stdin)
+    if kind == "redirected_statement":
+        return _redirected(node, walk, stdin)
+    if kind in ("declaration_command", "unset_command"):
+        walk.seen.add(node.id)
+        keyword = _src(node.children[0])
+        return _argv([keyword, *(_text(c) for c in node.named_children)], walk.depth, stdin)
+    if kind == "test_command":
+        return _c("read", "shell.test")  # [[ ]] and [ ]: substitutions inside are found by _scan
+    if kind == "variable_assignment":
+        return _c("read", "shell.assignment")
+    if kind in _GROUPS:
+        inner = [_node(child, walk, stdin) for child in node.named_children if child.type in _STATEMENTS]
+        if not inner and node.children and node.children[0].type == "((":
+            return _c("read", "shell.arithmetic")
+        return _combine(inner)
     return _c("unknown", f"shell.{kind}")
 
 
-_SYNTAX = frozenset({"operator", "reservedword", "pipe", "word", "assignment", "redirect", "parameter"})
+def _pipeline(node: Node, walk: _Walk, stdin: _Stdin | None, last: _Stdin | None = None) -> Classification:
+    """Each stage reads what the one before writes; ``last`` is a redirection of the last stage."""
+    stages = [child for child in node.named_children if child.type != "comment"]
+    results = []
+    feed = stdin
+    for i, stage in enumerate(stages):
+        if last is not None and i == len(stages) - 1:
+            feed = last
+        results.append(_node(stage, walk, feed))
+        feed = _Stdin(_literal_output(stage))
+    return _combine(results)
 
 
-def _children(node: Any) -> list[Any]:
-    return list(getattr(node, "parts", None) or getattr(node, "list", None) or [])
+def _first_reads(node: Node, walk: _Walk, stdin: _Stdin | None) -> Classification:
+    """Classify ``node`` with ``stdin`` going to its first command only."""
+    if node.type == "list":
+        statements = [child for child in node.named_children if child.type in _STATEMENTS]
+        return _combine(
+            [
+                _first_reads(s, walk, stdin) if i == 0 else _node(s, walk, None)
+                for i, s in enumerate(statements)
+            ]
+        )
+    return _node(node, walk, stdin)
 
 
-def _literal_output(node: Any) -> str | None:
+def _last_reads(node: Node, walk: _Walk, stdin: _Stdin | None, last: _Stdin) -> Classification:
+    """Classify ``node`` with ``last`` going to its last command (where bash sends a redirection)."""
+    if node.type == "pipeline":
+        return _pipeline(node, walk, stdin, last)
+    if node.type == "list":
+        statements = [child for child in node.named_children if child.type in _STATEMENTS]
+        return _combine(
+            [
+                _last_reads(s, walk, stdin, last) if i == len(statements) - 1 else _node(s, walk, stdin)
+                for i, s in enumerate(statements)
+            ]
+        )
+    return _node(node, walk, last)
+
+
+def _redirected(node: Node, walk: _Walk, stdin: _Stdin | None) -> Classification:
+    """A statement with redirections; tree-sitter hangs what follows a heredoc's start on it."""
+    body = node.child_by_field_name("body")
+    results: list[Classification] = []
+    body_stdin: _Stdin | None = None
+    heredocs: list[Node] = []
+    for child in node.named_children:
+        if body is not None and child.id == body.id:
+            continue
+        if child.type in _REDIRECTS:
+            result, redirected = _redirect(child)
+            results.append(result)
+            body_stdin = redirected or body_stdin
+            if child.type == "heredoc_redirect":
+                heredocs.append(child)
+        elif child.type != "comment":
+            results.append(_node(child, walk, None))
+    if body is not None:
+        if body_stdin is None:
+            results.append(_node(body, walk, stdin))
+        else:
+            results.append(_last_reads(body, walk, stdin, body_stdin))
+    for heredoc in heredocs:
+        results.extend(_after_heredoc(heredoc, walk, _Stdin(_literal_output(node))))
+    return _combine(results)
+
+
+def _after_heredoc(heredoc: Node, walk: _Walk, output: _Stdin) -> list[Classification]:
+    """What follows ``<<EOF`` on its line: more redirections, a pipe on, ``&&`` or ``||``."""
+    results: list[Classification] = []
+    for child in heredoc.named_children:
+        kind = child.type
+        if kind in ("heredoc_start", "heredoc_body", "heredoc_end", "comment"):
+            continue
+        if kind in _REDIRECTS:
+            results.append(_redirect(child)[0])
+        elif kind == "pipeline" and child.children and child.children[0].type in ("|", "|&"):
+            feed: _Stdin | None = output
+            for stage in child.named_children:
+                results.append(_first_reads(stage, walk, feed))
+                feed = _Stdin(_literal_output(stage))
+        else:
+            results.append(_node(child, walk, None))
+    return results
+
+
+def _heredoc_text(heredoc: Node) -> str:
+    body = next((c for c in heredoc.named_children if c.type == "heredoc_body"), None)
+    return _src(body) if body is not None else ""
+
+
+def _literal_output(node: Node) -> str | None:
     """What ``echo "..."`` or ``cat <<EOF`` writes, when it is literal text."""
-    if node.kind != "command":
+    if node.type == "redirected_statement":
+        body = node.child_by_field_name("body")
+        if body is not None and body.type == "command" and _command_words(body) == ["cat"]:
+            for child in node.named_children:
+                if child.type == "heredoc_redirect":
+                    return _heredoc_text(child)
         return None
-    words = [p for p in node.parts if p.kind == "word"]
-    if not words:
+    if node.type != "command":
         return None
-    name = words[0].word
-    if name in ("echo", "printf") and not any(_dynamic(w) for w in words):
-        return " ".join(w.word for w in words[1:] if not w.word.startswith("-"))
-    if name == "cat" and len(words) == 1:
-        for part in node.parts:
-            if part.kind == "redirect" and getattr(part, "heredoc", None) is not None:
-                return str(part.heredoc.value).rsplit("\n", 1)[0]
+    words = [c for c in node.named_children if c.type not in _REDIRECTS and c.type != "variable_assignment"]
+    texts = _command_words(node)
+    if texts[:1] in (["echo"], ["printf"]) and not any(_dynamic(w) for w in words):
+        return " ".join(w for w in texts[1:] if not w.startswith("-"))
     return None
 
 
-def _dynamic(word: Any) -> bool:
-    return any(p.kind in ("commandsubstitution", "processsubstitution") for p in _walk_word(word))
+def _command_words(node: Node) -> list[str]:
+    return [
+        _text(c) for c in node.named_children if c.type not in _REDIRECTS and c.type != "variable_assignment"
+    ]
 
 
-def _walk_word(word: Any) -> Iterator[Any]:
-    for part in getattr(word, "parts", None) or []:
-        yield part
-        yield from _walk_word(part)
+def _dynamic(node: Node) -> bool:
+    return node.type in _SUBSTITUTIONS or any(_dynamic(child) for child in node.children)
 
 
-def _redirect(part: Any) -> Classification:
-    target = part.output
-    if getattr(part, "heredoc", None) is not None:
-        return Classification("read", ())
-    if isinstance(target, int) or part.type in ("<", "<<<", "<&"):
-        return Classification("read", ())
-    word = str(getattr(target, "word", target))
-    if word in ("/dev/null", "/dev/stdout", "/dev/stderr") or word.isdigit() or word == "-":
-        return Classification("read", ())
-    if part.type in (">", ">>", ">|", "&>", ">&", "&>>", "<>"):
-        return _c("change", "shell.redirect-write")
-    return Classification("read", ())
+def _expanded(node: Node) -> bool:
+    return node.type in _EXPANSIONS or any(_expanded(child) for child in node.children)
 
 
-def _simple(node: Any, depth: int, stdin: _Stdin | None) -> Classification:
+_WRITES = frozenset({">", ">>", ">|", "&>", "&>>", ">&", "<>"})
+
+
+def _redirect(node: Node) -> tuple[Classification, _Stdin | None]:
+    """A redirection's risk, and what it gives the command on standard input if anything."""
+    if node.type == "heredoc_redirect":
+        return Classification("read", ()), _Stdin(_heredoc_text(node))
+    if node.type == "herestring_redirect":
+        words = [c for c in node.named_children if c.type not in _REDIRECTS]
+        return Classification("read", ()), _Stdin(" ".join(_text(w) for w in words))
+    operator = next((_src(c) for c in node.children if not c.is_named), "")
+    targets = [_text(c) for c in node.children_by_field_name("destination")]
+    target = " ".join(targets)
+    if operator in ("<", "<&"):
+        return Classification("read", ()), (_Stdin(None) if operator == "<" else None)
+    if target in ("/dev/null", "/dev/stdout", "/dev/stderr", "-") or target.isdigit() or target.endswith("-"):
+        return Classification("read", ()), None
+    if operator in _WRITES:
+        return _c("change", "shell.redirect-write"), None
+    return Classification("read", ()), None
+
+
+def _simple(node: Node, walk: _Walk, stdin: _Stdin | None) -> Classification:
+    walk.seen.add(node.id)
     results: list[Classification] = []
     words: list[str] = []
-    for part in node.parts:
-        if part.kind == "redirect":
-            results.append(_redirect(part))
-            heredoc = getattr(part, "heredoc", None)
-            if heredoc is not None:
-                stdin = _Stdin(str(heredoc.value).rsplit("\n", 1)[0])
-            elif part.type == "<<<":
-                stdin = _Stdin(str(getattr(part.output, "word", "")))
-            elif part.type == "<":
-                stdin = _Stdin(None)
-            if any(_dynamic(w) for w in [part.output] if hasattr(w, "kind")):
-                results.append(_c("unknown", "shell.substitution"))
-        elif part.kind == "word":
-            if _dynamic(part):
-                results.append(_c("unknown", "shell.substitution"))
-            if not words and any(p.kind == "parameter" for p in _walk_word(part)):
+    for child in node.named_children:
+        kind = child.type
+        if kind in _REDIRECTS:
+            result, redirected = _redirect(child)
+            results.append(result)
+            stdin = redirected or stdin
+        elif kind == "command_name":
+            if _expanded(child):
                 results.append(_c("unknown", "shell.dynamic-command"))
-            words.append(part.word)
-        elif part.kind == "assignment" and _dynamic(part):
-            results.append(_c("unknown", "shell.substitution"))
+            words.append(_text(child.named_children[0]) if child.named_children else _src(child))
+        elif kind not in ("variable_assignment", "comment"):
+            words.append(_text(child))
     if words:
-        results.append(_argv(words, depth, stdin))
+        results.append(_argv(words, walk.depth, stdin))
     elif not results:
         results.append(_c("read", "shell.assignment"))
     return _combine(results)
+
+
+# Words after quote removal ----------------------------------------------------------------------
+
+
+def _src(node: Node) -> str:
+    return (node.text or b"").decode("utf-8", "replace")
+
+
+def _text(node: Node) -> str:
+    """The word bash passes to the command: quotes removed, escapes resolved, parts joined.
+
+    Parameter and substitution parts are kept as written; their values are not known here.
+    """
+    kind = node.type
+    if kind == "word":
+        return re.sub(r"\\(.)", lambda m: "" if m.group(1) == "\n" else m.group(1), _src(node), flags=re.S)
+    if kind == "raw_string":
+        return _src(node)[1:-1]
+    if kind == "ansi_c_string":
+        return _ANSI_ESCAPE.sub(_ansi_escape, _src(node)[2:-1])
+    if kind in ("string", "concatenation"):
+        return _joined(node)
+    if kind == "translated_string":
+        return "".join(_text(child) for child in node.named_children)
+    return _src(node)
+
+
+def _joined(node: Node) -> str:
+    """The parts of a double-quoted string or a concatenation, with the text between them."""
+    raw = node.text or b""
+    quoted = node.type == "string"
+    start, end = node.start_byte + quoted, node.end_byte - quoted
+    out: list[str] = []
+    position = start
+    for child in node.children:
+        if child.start_byte < start or child.end_byte > end:
+            continue  # the quotes themselves
+        if child.start_byte > position:
+            between = raw[position - node.start_byte : child.start_byte - node.start_byte]
+            out.append(_unquote_double(between.decode("utf-8", "replace")))
+        if child.type == "string_content" or not child.is_named:
+            out.append(_unquote_double(_src(child)) if quoted else _src(child))
+        else:
+            out.append(_text(child))
+        position = child.end_byte
+    if position < end:
+        out.append(
+            _unquote_double(
+                raw[position - node.start_byte : end - node.start_byte].decode("utf-8", "replace")
+            )
+        )
+    return "".join(out)
+
+
+def _unquote_double(text: str) -> str:
+    """Inside double quotes a backslash escapes only ``$ ` " \\`` and a newline."""
+    return re.sub(r'\\([$`"\\\n])', lambda m: "" if m.group(1) == "\n" else m.group(1), text)
+
+
+_ANSI_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{1,2}|u[0-9A-Fa-f]{1,4}|U[0-9A-Fa-f]{1,8}|[0-7]{1,3}|c.|.)", re.S)
+_ANSI_SIMPLE = {
+    "a": "\a",
+    "b": "\b",
+    "e": "\x1b",
+    "E": "\x1b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
+
+
+def _ansi_escape(match: re.Match[str]) -> str:
+    """One escape of ``$'...'``: ``\\x72`` is ``r``, ``\\162`` is ``r``, ``\\n`` a newline."""
+    escape = match.group(1)
+    if escape[0] in "xuU" and len(escape) > 1:
+        return chr(int(escape[1:], 16))
+    if escape[0] in "01234567":
+        return chr(int(escape, 8))
+    if escape[0] == "c" and len(escape) == 2:
+        return chr(ord(escape[1]) & 0x1F)
+    return _ANSI_SIMPLE.get(escape, escape)
 
 
 def _tool_name(word: str) -> str:
@@ -1489,7 +1753,7 @@ TOOLS: dict[str, Tool] = {
 }
 
 READ_ONLY = _words(
-    """cat less more head tail grep egrep fgrep zgrep rg ag jq wc sort uniq cut tr column ls ll ps pgrep df
+    """: cat less more head tail grep egrep fgrep zgrep rg ag jq wc sort uniq cut tr column ls ll ps pgrep df
     du free top htop uptime date echo printf dig nslookup host ping ping6 traceroute tracepath mtr ss
     netstat whoami hostname id stat which whereis type test [ true false file diff cmp md5sum sha256sum
     sha1sum base64 hexdump xxd od strings lsof lsblk blkid findmnt vmstat iostat mpstat sar pidstat

@@ -349,8 +349,14 @@ def test_sql_inside_shell_commands_is_classified(command: str) -> None:
     ("text", "language"),
     [
         ("rm -rf 'x", "shell"),
-        ("echo $((1 + 2))", "shell"),
-        ("[[ -f x ]] && rm x", "shell"),
+        ('kubectl get pods -o "wide', "shell"),
+        ("if true; then kubectl get pods", "shell"),
+        ("ls && (rm x", "shell"),
+        ("case $x in a) ls", "shell"),
+        ("echo $(ls", "shell"),
+        ("cat <<EOF | sh\nrm -rf /x", "shell"),
+        ("kubectl get pods ) ; rm x", "shell"),
+        ("ls; fi", "shell"),
         ("kubectl get pods |", "shell"),
         ("for x in; do", "shell"),
         ("SELEC * FRM", "sql"),
@@ -360,6 +366,120 @@ def test_sql_inside_shell_commands_is_classified(command: str) -> None:
 )
 def test_parse_errors_fail_closed(text: str, language: str) -> None:
     assert classify(text, language).risk == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("[[ -f /etc/patroni.yml ]]", "read"),
+        ('[ -n "$NS" ] && kubectl get pods -n "$NS"', "read"),
+        ("[[ $(kubectl get pods -o name) == x ]]", "unknown"),
+        ("[[ -f /x ]] && rm /x", "destructive"),
+        ("test -d /data || kubectl delete pod db-0", "destructive"),
+        ("echo $((60 * 60))", "read"),
+        ("((n > 3)) && kubectl get nodes", "read"),
+        ("for ((i = 0; i < 3; i++)); do kubectl get pods; done", "read"),
+        ("for ((i = 0; i < 3; i++)); do kubectl delete pod web-$i; done", "destructive"),
+        ("echo $(( $(wc -l < /x) + 1 ))", "unknown"),
+        ("((x = $(rm -rf /x)))", "unknown"),
+    ],
+)
+def test_tests_and_arithmetic_are_read_unless_they_run_something(command: str, expected: str) -> None:
+    assert risk(command) == expected
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "for p in $(kubectl get pods -o name); do kubectl describe $p; done",
+        "case $(hostname) in db*) ls;; esac",
+        'while [ -n "$(pgrep x)" ]; do sleep 1; done',
+        "cat <<EOF\n$(rm -rf /x)\nEOF",
+        "psql <<EOF\nSELECT `id`;\nEOF",
+        "cat <<EOF\n`kubectl delete ns prod`\nEOF",
+        "cat <<-EOF | sh\n\tkubectl get pods `hostname`\n\tEOF",
+        "export NODE=$(kubectl get nodes -o name)",
+        "kubectl get pods > >(tee /tmp/x)",
+        "ls < <(kubectl get pods)",
+        'echo "${x:-$(id)}"',
+    ],
+)
+def test_a_substitution_anywhere_in_the_tree_is_unknown(command: str) -> None:
+    assert classify(command).reasons[0] == "shell.substitution"
+    assert risk(command) == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("\"k\"'ube'ctl delete ns prod", "destructive"),
+        ("kube\\ctl delete ns prod", "destructive"),
+        ("$'\\x72\\x6d' -rf /data", "destructive"),
+        ("$'\\162\\155' -rf /data", "destructive"),
+        ("r$'m' -rf /data", "destructive"),
+        ("\"$'rm'\" -rf /data", "unknown"),
+        ("'r'\"m\" -rf /data", "destructive"),
+        ('"r\\m" -rf /data', "unknown"),
+        ("kubectl \"d\"e'l'ete pod x", "destructive"),
+        ('kubectl scale deploy/web --replicas="0"', "destructive"),
+        ("kubectl scale deploy/web --replicas='0'", "destructive"),
+        ("kubectl get pods -l 'app in (web)' -o \"jsonpath={.items[*].metadata.name}\"", "read"),
+        ('bash -c "kubectl delete \\"pod\\" x"', "destructive"),
+        ('bash -c \'bash -c "r""m -rf /x"\'', "destructive"),
+        ('$"rm" -rf /data', "destructive"),
+    ],
+)
+def test_quotes_are_removed_and_parts_joined_before_the_word_is_read(command: str, expected: str) -> None:
+    assert risk(command) == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("cat <<EOF | sh\nkubectl delete ns prod\nEOF", "destructive"),
+        ("cat <<'EOF' | bash -s\nkubectl get pods\nEOF", "read"),
+        ("cat <<EOF | grep x | sh\nkubectl get pods\nEOF", "unknown"),
+        ("cat <<EOF | sh && kubectl get pods\nrm -rf /x\nEOF", "destructive"),
+        ("cat <<EOF > /etc/x.conf\nkey=1\nEOF", "change"),
+        ("cat <<'EOF'\n`kubectl delete ns prod` $(rm -rf /x)\nEOF", "read"),
+        ("cat <<\\EOF\n`kubectl delete ns prod`\nEOF", "read"),
+        ("cat <<EOF && kubectl delete pod x\nhello\nEOF", "destructive"),
+        ("echo ok | psql <<SQL\nDROP TABLE t;\nSQL", "destructive"),
+        ("kubectl get pods && psql <<SQL\nDELETE FROM t;\nSQL", "destructive"),
+        ("psql -At <<'SQL'\nSELECT 1;\nSQL", "read"),
+        ("sh <<< 'kubectl delete ns x'", "destructive"),
+        ("while read p; do kubectl get pod $p; done < pods.txt", "read"),
+        ("{ kubectl get pods; kubectl get nodes; } > /tmp/state.txt", "change"),
+        ("kubectl get pods 2>&1 >/dev/null | tee /dev/stderr", "read"),
+        (">/tmp/out kubectl get pods", "change"),
+        ("kubectl get pods &> /tmp/out", "change"),
+        ("kubectl get pods >| /tmp/out", "change"),
+    ],
+)
+def test_heredocs_and_redirections_go_where_bash_sends_them(command: str, expected: str) -> None:
+    assert risk(command) == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("NS=prod", "read"),
+        ("NS=prod POD=web-0", "read"),
+        ("export KUBECONFIG=/etc/k.yml; kubectl get pods", "read"),
+        ("f() { kubectl delete pod x; }", "destructive"),
+        ("function f { kubectl get pods; }; f", "unknown"),
+        ("! kubectl get pod x", "read"),
+        ("if kubectl get ns x; then :; else kubectl delete ns y; fi", "destructive"),
+        ("case $1 in start) systemctl start x;; *) systemctl status x;; esac", "change"),
+        ("until kubectl get pod x; do sleep 2; done", "read"),
+        ("(cd /tmp && ls) | wc -l", "read"),
+        ("kubectl get pods & kubectl delete pod x &", "destructive"),
+        ("kubectl get pods |& grep x", "read"),
+        ("ls # rm -rf /", "read"),
+    ],
+)
+def test_every_statement_shape_is_walked(command: str, expected: str) -> None:
+    assert risk(command) == expected
 
 
 def test_unknown_tools_and_verbs_are_unknown() -> None:
