@@ -75,6 +75,16 @@ def test_extraction_finds_every_command_with_its_language_and_lines() -> None:
     assert all(isinstance(c, Command) for c in found)
 
 
+def test_a_function_or_if_over_several_lines_is_one_command() -> None:
+    doc = (
+        "```bash\nrestart() {\n  kubectl rollout restart deploy/$1\n}\n"
+        "if kubectl get ns db; then\n  kubectl get pods -n db\nfi\nkubectl get nodes\n```\n"
+    )
+    found = extract_commands(doc)
+    assert [(c.start_line, c.end_line) for c in found] == [(2, 4), (5, 7), (8, 8)]
+    assert [classify(c.text).risk for c in found] == ["change", "read", "read"]
+
+
 def test_a_loop_over_several_lines_is_one_command() -> None:
     doc = "```sh\nfor p in a b; do\n  kubectl delete pod $p\ndone\nkubectl get pods\n```\n"
     found = extract_commands(doc)
@@ -369,9 +379,33 @@ def test_parse_errors_fail_closed(text: str, language: str) -> None:
 
 
 @pytest.mark.parametrize(
+    "command",
+    [
+        'kubectl get pods -o "wide',  # a missing closing quote
+        "ls && (rm x",  # a missing parenthesis
+        "echo $(ls",
+        "kubectl get pods |",  # a missing word after the pipe
+        "[[ -f x ",
+        "for x in; do",  # an error and a missing done
+        "rm -rf 'x",  # an error: an unterminated quote
+        "case $x in a) ls",
+        "kubectl get pods ) ; rm x",
+        "echo ${x",
+        "echo $((1 + ",
+        "if true; then kubectl get pods",
+        "cat <<EOF | sh\nrm -rf /x",
+    ],
+)
+def test_text_tree_sitter_recovers_from_is_a_parse_error(command: str) -> None:
+    assert classify(command) == Classification("unknown", ("parse-error",))
+
+
+@pytest.mark.parametrize(
     ("command", "expected"),
     [
         ("[[ -f /etc/patroni.yml ]]", "read"),
+        ("if [[ $ROLE =~ ^(master|leader)$ ]]; then patronictl list; fi", "read"),
+        ("declare -a PODS=(web-0 web-1)", "read"),
         ('[ -n "$NS" ] && kubectl get pods -n "$NS"', "read"),
         ("[[ $(kubectl get pods -o name) == x ]]", "unknown"),
         ("[[ -f /x ]] && rm /x", "destructive"),
@@ -427,6 +461,8 @@ def test_a_substitution_anywhere_in_the_tree_is_unknown(command: str) -> None:
         ('bash -c "kubectl delete \\"pod\\" x"', "destructive"),
         ('bash -c \'bash -c "r""m -rf /x"\'', "destructive"),
         ('$"rm" -rf /data', "destructive"),
+        ("echo $'kubectl delete ns prod' | sh", "destructive"),
+        ("printf '%s' \"kubectl get pods\" | bash", "unknown"),
     ],
 )
 def test_quotes_are_removed_and_parts_joined_before_the_word_is_read(command: str, expected: str) -> None:
@@ -476,6 +512,9 @@ def test_heredocs_and_redirections_go_where_bash_sends_them(command: str, expect
         ("kubectl get pods & kubectl delete pod x &", "destructive"),
         ("kubectl get pods |& grep x", "read"),
         ("ls # rm -rf /", "read"),
+        ("select p in a b; do kubectl delete pod $p; done", "destructive"),
+        ("time kubectl delete pod x", "destructive"),
+        ("cat <<'X' | sh\nkubectl scale deploy/a --replicas=0\nX", "destructive"),
     ],
 )
 def test_every_statement_shape_is_walked(command: str, expected: str) -> None:
