@@ -470,11 +470,10 @@ def _literal_output(node: Node) -> str | None:
                 if child.type == "heredoc_redirect":
                     return _heredoc_text(child)
         return None
-    if node.type != "command":
+    if node.type != "command" or _dynamic(node):
         return None
-    words = [c for c in node.named_children if c.type not in _REDIRECTS and c.type != "variable_assignment"]
     texts = _command_words(node)
-    if texts[:1] in (["echo"], ["printf"]) and not any(_dynamic(w) for w in words):
+    if texts[:1] in (["echo"], ["printf"]):
         return " ".join(w for w in texts[1:] if not w.startswith("-"))
     return None
 
@@ -506,9 +505,11 @@ def _redirect(node: Node) -> tuple[Classification, _Stdin | None]:
     operator = next((_src(c) for c in node.children if not c.is_named), "")
     targets = [_text(c) for c in node.children_by_field_name("destination")]
     target = " ".join(targets)
-    if operator in ("<", "<&"):
+    if operator in ("<", "<&", "<&-", ">&-"):
         return Classification("read", ()), (_Stdin(None) if operator == "<" else None)
-    if target in ("/dev/null", "/dev/stdout", "/dev/stderr", "-") or target.isdigit() or target.endswith("-"):
+    if operator == ">&" and re.fullmatch(r"\d+-?|-", target):
+        return Classification("read", ()), None  # 2>&1, >&2-, >&-: a descriptor, not a file
+    if target in ("/dev/null", "/dev/stdout", "/dev/stderr"):
         return Classification("read", ()), None
     if operator in _WRITES:
         return _c("change", "shell.redirect-write"), None
@@ -528,7 +529,7 @@ def _simple(node: Node, walk: _Walk, stdin: _Stdin | None) -> Classification:
         elif kind == "command_name":
             if _expanded(child):
                 results.append(_c("unknown", "shell.dynamic-command"))
-            words.append(_text(child.named_children[0]) if child.named_children else _src(child))
+            words.append(_text(child))
         elif kind not in ("variable_assignment", "comment"):
             words.append(_text(child))
     if words:
@@ -559,7 +560,7 @@ def _text(node: Node) -> str:
         return _ANSI_ESCAPE.sub(_ansi_escape, _src(node)[2:-1])
     if kind in ("string", "concatenation"):
         return _joined(node)
-    if kind == "translated_string":
+    if kind in ("translated_string", "command_name"):
         return "".join(_text(child) for child in node.named_children)
     return _src(node)
 

@@ -462,6 +462,7 @@ def test_a_substitution_anywhere_in_the_tree_is_unknown(command: str) -> None:
         ('bash -c \'bash -c "r""m -rf /x"\'', "destructive"),
         ('$"rm" -rf /data', "destructive"),
         ("echo $'kubectl delete ns prod' | sh", "destructive"),
+        ("\"ec\"ho 'kubectl delete ns prod' | sh", "destructive"),
         ("printf '%s' \"kubectl get pods\" | bash", "unknown"),
     ],
 )
@@ -490,6 +491,12 @@ def test_quotes_are_removed_and_parts_joined_before_the_word_is_read(command: st
         (">/tmp/out kubectl get pods", "change"),
         ("kubectl get pods &> /tmp/out", "change"),
         ("kubectl get pods >| /tmp/out", "change"),
+        ("kubectl get pods > /tmp/pods-", "change"),
+        ("kubectl get pods > 1", "change"),
+        ("kubectl get pods &> 2", "change"),
+        ("kubectl get pods 3>&1 1>&2 2>&3 3>&-", "read"),
+        ("kubectl get pods >&2- 2<&-", "read"),
+        ("kubectl get pods >& /tmp/out", "change"),
     ],
 )
 def test_heredocs_and_redirections_go_where_bash_sends_them(command: str, expected: str) -> None:
