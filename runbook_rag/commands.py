@@ -12,7 +12,10 @@ and ``-c`` argument is classified; SQL is parsed with sqlglot, every statement o
 compound is the highest of its parts. ``unknown`` ranks highest and is gated like
 ``destructive``: anything dynamic (command substitution, ``eval``, ``source``, piping into an
 interpreter), an interactive shell, a wrapper whose inner command cannot be classified, a tool or
-verb not in the tables below, and any parse error.
+verb not in the tables below, and any parse error. tree-sitter reads past syntax errors, so any
+ERROR or MISSING node in the tree is a parse error. Words are classified after quote removal
+(``r''m``, ``"r"m``, ``\\rm`` and ``$'\\x72m'`` are all ``rm``); a substitution anywhere, in a
+word, a loop's list, a test or an unquoted heredoc, is ``unknown``.
 
 Choices that are policy rather than syntax:
 - ``kubectl exec``/``oc rsh``/``docker exec`` are at least ``change`` (a process runs inside a
@@ -21,6 +24,7 @@ Choices that are policy rather than syntax:
   production host it takes something down. Restarting, starting and reloading are ``change``.
 - A write redirection (``>``, ``>>``) to anything but ``/dev/null``/``/dev/std*`` is ``change``.
 - Placeholders such as ``<pod-name>`` are read as a word, not as redirections.
+- ``[[ ]]``, ``[ ]`` and arithmetic (``$(( ))``, ``(( ))``) only compute, so they are ``read``.
 """
 
 from __future__ import annotations
