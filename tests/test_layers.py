@@ -16,6 +16,7 @@ LOWER = {
     "atomic",
     "cardholder",
     "chunking",
+    "commands",
     "embedding",
     "errors",
     "lexical",
