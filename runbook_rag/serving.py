@@ -135,7 +135,8 @@ class ServedIndex:
 
     def _lexical(self, store: ChromaStore, manifest: Manifest) -> LexicalIndex:
         """The generation's lexical index; derived from the store's chunks when this machine
-        has no copy (a Chroma server index opened elsewhere) and kept for the next open."""
+        has no copy (a Chroma server index opened elsewhere), and kept for the next open
+        where the layout keeps derived indexes (never inside a published generation)."""
         folder = self.layout.lexical_dir(manifest.generation)
         if (folder / CHUNKS_FILE).exists():
             return LexicalIndex.load(folder)

@@ -120,14 +120,14 @@ class ChromaStore:
         try:
             if self._client is None:
                 assert self.path is not None
-                if self._read_only:
-                    self._copy = private_copy(self.path)
-                    self._finalizer = weakref.finalize(self, _release, None, self._copy)
-                self._client = local_client(self._copy or self.path)
-                self._owns_client = True
-                if self._finalizer is not None:
-                    self._finalizer.detach()
-                self._finalizer = weakref.finalize(self, _release, self._client, self._copy)
+                copy = private_copy(self.path) if self._read_only else None
+                try:
+                    client = local_client(copy or self.path)
+                except BaseException:
+                    _release(None, copy)
+                    raise
+                self._client, self._copy, self._owns_client = client, copy, True
+                self._finalizer = weakref.finalize(self, _release, client, copy)
             if self._create:
                 self._collection_handle = self._client.create_collection(
                     self.name, configuration=cast(Any, {"hnsw": HNSW}), embedding_function=None
@@ -153,6 +153,7 @@ class ChromaStore:
                 self._finalizer()
                 self._finalizer = None
             self._copy = None
+            self._warming = None
 
     def add(
         self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]], keys: Sequence[str]
