@@ -20,35 +20,39 @@ from typing import Any
 import yaml
 
 from .errors import AccessViolation, ConfigError
-from .records import Hit, Principal
+from .records import Document, Hit, Principal
 
 _GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,127}$")
 LABEL_SEP = ","
-_RULE_KEYS = frozenset({"pattern", "groups", "allow_instructions", "allow_document_override"})
+_RULE_KEYS = frozenset(
+    {"pattern", "groups", "allow_instructions", "allow_document_override", "approvers", "two_person"}
+)
 
 
 class LabelError(ValueError):
     """Access labels are malformed (raised with a reason fit for a build report)."""
 
 
-def validate_labels(value: object) -> tuple[str, ...]:
+def validate_labels(value: object, *, key: str = "access") -> tuple[str, ...]:
     """Return the canonical (sorted, unique) labels, or raise :class:`LabelError`.
 
     Accepts a non-empty list of group names. Anything else (a bare string, an empty
-    list, non-strings, blank or oddly shaped names) is malformed.
+    list, non-strings, blank or oddly shaped names) is malformed. ``key`` names the field
+    in the messages.
     """
     if isinstance(value, str):
-        raise LabelError("access must be a list of group names, got a string")
+        raise LabelError(f"{key} must be a list of group names, got a string")
     if not isinstance(value, (list, tuple)):
-        raise LabelError(f"access must be a list of group names, got {_kind(value)}")
+        raise LabelError(f"{key} must be a list of group names, got {_kind(value)}")
     if not value:
-        raise LabelError("access is an empty list: nobody could read this document")
+        nobody = "could read this document" if key == "access" else "could approve its commands"
+        raise LabelError(f"{key} is an empty list: nobody {nobody}")
     labels: set[str] = set()
     for item in value:
         if not isinstance(item, str):
-            raise LabelError(f"access entries must be group names (strings), got {_kind(item)}")
+            raise LabelError(f"{key} entries must be group names (strings), got {_kind(item)}")
         if not _GROUP_RE.match(item):
-            raise LabelError(f"invalid group name {item!r} in access")
+            raise LabelError(f"invalid group name {item!r} in {key}")
         labels.add(item)
     return tuple(sorted(labels))
 
@@ -69,13 +73,17 @@ class AccessRule:
     ``allow_instructions`` exempts the documents it matches from the instruction screen
     (a security-training runbook that quotes injections). Only an operator grants that:
     a document's own ``allow_instructions`` front matter counts only under a rule with
-    ``allow_document_override``, never on its own.
+    ``allow_document_override``, never on its own. ``approvers`` names the groups that may
+    approve the commands of the documents it matches, and ``two_person`` asks for two
+    distinct approvers of their destructive and unknown commands (see :func:`approval_policy`).
     """
 
     pattern: str
     groups: tuple[str, ...]
     allow_instructions: bool = False
     allow_document_override: bool = False
+    approvers: tuple[str, ...] = ()
+    two_person: bool = False
 
     def matches(self, source: str) -> bool:
         return _glob_regex(self.pattern).fullmatch(source) is not None
@@ -133,21 +141,30 @@ class AccessMap:
             if not isinstance(entry, dict) or not {"pattern", "groups"} <= set(entry) <= _RULE_KEYS:
                 raise ConfigError(
                     f"rule {n}: expected the keys pattern and groups (and optionally allow_instructions, "
-                    "allow_document_override)",
+                    "allow_document_override, approvers, two_person)",
                     path=path,
                 )
             allow = entry.get("allow_instructions", False)
             override = entry.get("allow_document_override", False)
-            for key, value in (("allow_instructions", allow), ("allow_document_override", override)):
+            two_person = entry.get("two_person", False)
+            flags = (
+                ("allow_instructions", allow),
+                ("allow_document_override", override),
+                ("two_person", two_person),
+            )
+            for key, value in flags:
                 if not isinstance(value, bool):
                     raise ConfigError(f"rule {n}: {key} must be true or false", path=path)
             if not isinstance(entry["pattern"], str) or not entry["pattern"]:
                 raise ConfigError(f"rule {n}: pattern must be a non-empty string", path=path)
             try:
                 groups = validate_labels(entry["groups"])
+                approvers = (
+                    validate_labels(entry["approvers"], key="approvers") if "approvers" in entry else ()
+                )
             except LabelError as exc:
                 raise ConfigError(f"rule {n}: {exc}", path=path) from exc
-            rules.append(AccessRule(entry["pattern"], groups, allow, override))
+            rules.append(AccessRule(entry["pattern"], groups, allow, override, approvers, two_person))
         return cls(tuple(rules), str(path), tuple(group_map))
 
 
@@ -160,6 +177,18 @@ def allows_instructions(access_map: AccessMap, source: str, *, requested: bool =
     if rule is None:
         return False
     return rule.allow_instructions or (requested and rule.allow_document_override)
+
+
+def approval_policy(document: Document, access_map: AccessMap | None) -> tuple[tuple[str, ...], bool]:
+    """Who may approve the commands of ``document``, and whether two must.
+
+    The approver groups are the document's own (front matter ``approvers``), else those of
+    the access-map rule that matches it; two distinct approvers are needed when either the
+    document or the rule says ``two_person``: the stricter word wins.
+    """
+    rule = access_map.rule_for(document.source) if access_map else None
+    approvers = document.approvers if document.approvers is not None else (rule.approvers if rule else ())
+    return approvers, document.two_person or bool(rule and rule.two_person)
 
 
 @lru_cache(maxsize=512)

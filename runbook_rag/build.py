@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from .access import AccessMap, label_key
+from .access import AccessMap, approval_policy, label_key
+from .actions import step_commands
 from .chunking import chunk_document
 from .embedding import Embedder, SentenceTransformerEmbedder
 from .errors import ConfigError, IndexStateError, SourceError
@@ -153,12 +154,14 @@ def prepare(
         except RecursionError:
             skipped.append(Skipped(doc.source, "nested too deeply to chunk safely"))
             continue
+        approvers, two_person = approval_policy(doc, access_map)
         clean = []
         for chunk in doc_chunks:
             # The heading path is screened with the body: it is embedded and shown with every hit.
             flag = screener.chunk(chunk) if screener else None
             if flag is None:
-                clean.append(chunk)
+                commands = step_commands(chunk.text, chunk.start_line)
+                clean.append(replace(chunk, commands=commands, approvers=approvers, two_person=two_person))
             else:
                 quarantined.append(Quarantined(doc.source, chunk.start_line, chunk.end_line, flag.label))
         if clean:
@@ -311,8 +314,11 @@ def _diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> Dif
     )
 
 
+_ACCESS_KEYS = ("acl", "acl_key", "approvers", "two_person")
+
+
 def _without_labels(chunks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {cid: {k: v for k, v in m.items() if k not in ("acl", "acl_key")} for cid, m in chunks.items()}
+    return {cid: {k: v for k, v in m.items() if k not in _ACCESS_KEYS} for cid, m in chunks.items()}
 
 
 def _vectors(

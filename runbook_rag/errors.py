@@ -16,6 +16,9 @@ Every error the library raises on purpose derives from :class:`RunbookRagError`:
     │   ├── IndexNotFoundError   no published index at the path
     │   └── ModelMismatchError   the index was built with another model
     ├── QueryError           a query or its options are invalid
+    ├── ActionError          a guarded action cannot go ahead (request id)
+    │   ├── ActionRefused        a proposal, approval or denial the rules refuse
+    │   └── GrantInvalid         a grant that cannot be redeemed for this command
     └── AccessViolation      a record reached a principal it is not entitled to
 
 Errors never carry the text of a restricted chunk: messages name files, lines
@@ -121,6 +124,29 @@ class QueryError(RunbookRagError):
     """A query or its options are invalid (empty, too long, k out of range)."""
 
     exit_code = 2
+
+
+class ActionError(RunbookRagError):
+    """A guarded action cannot go ahead. The message names the request, never the text of a
+    runbook the caller may not read."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class ActionRefused(ActionError):
+    """A proposal, approval or denial the approval rules refuse (self-approval, an approver
+    who may not read the runbook or is outside its approver groups, a command not in it)."""
+
+    exit_code = 2
+
+
+class GrantInvalid(ActionError):
+    """A grant that cannot be redeemed for this command: forged, truncated, expired, used,
+    denied, or for another command."""
+
+    exit_code = 1
 
 
 class AccessViolation(RunbookRagError):

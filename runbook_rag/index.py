@@ -27,8 +27,10 @@ from .serving import ServedIndex
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .actions import ActionRequest, Decision, Redemption, RunbookView
     from .build import ProgressCallback
     from .evaluation import EvalQuery, EvalReport
+    from .guard import Guard
 
 
 class RunbookIndex:
@@ -63,6 +65,7 @@ class RunbookIndex:
         self._auditor = open_auditor(
             self.settings.audit, index=self.path, interface=interface, generation=lambda: served.generation
         )
+        self._guard: Guard | None = None
 
     @classmethod
     def build(
@@ -246,6 +249,75 @@ class RunbookIndex:
             k=k,
             abstain_below=self.settings.abstain_below,
             passages=passages,
+        )
+
+    def propose(
+        self, source: str, command: str, *, principal: Principal, reason: str | None = None
+    ) -> ActionRequest:
+        """Ask for ``command`` of the runbook ``source`` to be run (see :mod:`runbook_rag.guard`):
+        a pending request with its risk, or ``not_required`` for a read-only command.
+        :class:`~runbook_rag.errors.ActionRefused` when ``principal`` may not read the runbook or
+        the command is not in it."""
+        return self.guard.propose(source, command, principal=principal, reason=reason)
+
+    def approve(self, request_id: str, *, principal: Principal) -> Decision:
+        """Approve a pending request as ``principal``; the last approval needed carries the grant."""
+        return self.guard.approve(request_id, principal=principal)
+
+    def deny(self, request_id: str, *, principal: Principal, reason: str | None = None) -> Decision:
+        """Deny a pending request (or revoke its unused grant) as ``principal``."""
+        return self.guard.deny(request_id, principal=principal, reason=reason)
+
+    def redeem(self, grant: str, command: str, *, principal: Principal | None = None) -> Redemption:
+        """Use a grant up for the exact ``command`` an executor is about to run (once);
+        :class:`~runbook_rag.errors.GrantInvalid` says why it cannot be. ``principal`` names the
+        executor in the audit trail."""
+        return self.guard.redeem(grant, command, principal=principal)
+
+    def action_requests(
+        self, *, principal: Principal | None = None, status: str | None = None
+    ) -> list[ActionRequest]:
+        """The guarded-action requests, newest first: those of runbooks ``principal`` may read,
+        or every one for the operator (None)."""
+        return self.guard.requests(principal=principal, status=status)
+
+    @property
+    def guard(self) -> Guard:
+        """The approval rules over this index's requests (made on first use)."""
+        if self._guard is None:
+            from .actions import ActionBook
+            from .guard import Guard
+
+            book = ActionBook(
+                self.settings.actions_db or self.path / "actions.sqlite3",
+                key=self._auditor.log.derive_key("action grants"),
+                grant_ttl=self.settings.grant_ttl,
+                pending_ttl=self.settings.pending_ttl,
+            )
+            self._guard = Guard(book, view_of=self._runbook_view, auditor=self._auditor)
+        return self._guard
+
+    def _runbook_view(self, source: str, principal: Principal) -> RunbookView | None:
+        """What ``principal`` may read of the runbook ``source``, through the one filter."""
+        from .access import is_entitled, where_filter
+        from .actions import RunbookView
+        from .store import approval_policy_of, commands_of
+
+        generation = self._served.current()
+        where = where_filter(principal, generation.manifest.label_sets)
+        if where is None or not isinstance(source, str):
+            return None
+        matches = [m for m in generation.store.runbook(source, where) if is_entitled(principal, m.labels)]
+        if not matches:
+            return None
+        matches.sort(key=lambda m: int(m.metadata.get("start_line", 0)))
+        approvers, two_person = approval_policy_of(matches[0].metadata)
+        return RunbookView(
+            source=source,
+            labels=matches[0].labels,
+            commands=tuple(c for m in matches for c in commands_of(m.metadata)),
+            approvers=approvers,
+            two_person=two_person or any(approval_policy_of(m.metadata)[1] for m in matches),
         )
 
     def _audited_search(

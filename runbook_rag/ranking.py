@@ -31,7 +31,7 @@ from .errors import QueryError
 from .lexical import LexicalIndex, identifiers, terms
 from .records import Hit, Principal, QueryTrace
 from .redaction import redact
-from .store import ChromaStore, StoredMatch
+from .store import ChromaStore, StoredMatch, commands_of
 
 Mode = Literal["hybrid", "dense", "lexical"]
 MODES: tuple[Mode, ...] = ("hybrid", "dense", "lexical")
@@ -192,4 +192,5 @@ def _to_hit(match: StoredMatch, principal: Principal, weights: dict[str, float],
         labels=labels,
         url=str(meta["url"]) if meta.get("url") else None,
         evidence=evidence,
+        commands=commands_of(meta),
     )

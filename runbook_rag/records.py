@@ -47,6 +47,29 @@ class Document:
     labels: tuple[str, ...]
     metadata: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     allow_instructions: bool = False
+    approvers: tuple[str, ...] | None = None
+    two_person: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StepCommand:
+    """A command of a runbook passage: its text, language, lines (1-based, inclusive, in the
+    runbook), and its risk with the rule ids that decided it."""
+
+    command: str
+    language: str
+    start_line: int
+    end_line: int
+    risk: str
+    reasons: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "command": self.command,
+            "lines": [self.start_line, self.end_line],
+            "risk": self.risk,
+            "reasons": list(self.reasons),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +86,9 @@ class Chunk:
     text: str
     labels: tuple[str, ...]
     url: str | None = None
+    commands: tuple[StepCommand, ...] = ()
+    approvers: tuple[str, ...] = ()
+    two_person: bool = False
 
     @property
     def heading(self) -> str:
@@ -104,6 +130,7 @@ class Hit:
     labels: tuple[str, ...] = field(repr=False)
     url: str | None = None
     evidence: float | None = None
+    commands: tuple[StepCommand, ...] = ()
 
     @property
     def heading(self) -> str:
@@ -118,6 +145,7 @@ class Hit:
             "lines": [self.start_line, self.end_line],
             "score": round(self.score, 4),
             "text": self.text,
+            "commands": [c.to_dict() for c in self.commands],
         }
         if self.url:
             out["url"] = self.url
@@ -136,6 +164,7 @@ class Citation:
     start_line: int
     end_line: int
     url: str | None = None
+    commands: tuple[StepCommand, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
@@ -145,6 +174,7 @@ class Citation:
             "title": self.title,
             "heading": self.heading,
             "lines": [self.start_line, self.end_line],
+            "commands": [c.to_dict() for c in self.commands],
         }
         if self.url:
             out["url"] = self.url

@@ -101,6 +101,19 @@ class Settings(BaseSettings):
     audit_keep_query_text: bool = Field(
         True, description="Keep each query (masked) in the audit trail; when false, only its HMAC."
     )
+    actions_db: Path | None = Field(
+        None,
+        description=(
+            "Where guarded-action requests and their one-use state live (SQLite; default: "
+            "actions.sqlite3 in the index folder, beside the generations, so they survive rebuilds)."
+        ),
+    )
+    grant_ttl: float = Field(
+        900.0, gt=0, le=86400, description="Seconds an approval's grant stays valid (default 15 minutes)."
+    )
+    pending_ttl: float = Field(
+        86400.0, gt=0, le=30 * 86400, description="Seconds a proposal waits for approval before it expires."
+    )
     confluence_token: SecretStr | None = Field(
         None, description="A Confluence API token (Cloud) or personal access token (Data Center)."
     )

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from .access import label_key
+from .access import LABEL_SEP, label_key
 from .errors import IndexStateError
-from .records import Chunk
+from .records import Chunk, StepCommand
 
 COLLECTION = "runbooks"
 HNSW: dict[str, Any] = {
@@ -284,6 +284,16 @@ class ChromaStore:
             )
         ]
 
+    def runbook(self, source: str, where: dict[str, Any]) -> list[StoredMatch]:
+        """The chunks of the runbook ``source`` that ``where`` (the principal's filter) allows."""
+        got = self._collection.get(
+            where={"$and": [{"source": source}, where]}, include=["documents", "metadatas"]
+        )
+        return [
+            StoredMatch(cid, 0.0, doc or "", dict(meta or {}))
+            for cid, doc, meta in zip(got["ids"], got["documents"], got["metadatas"], strict=True)
+        ]
+
     def count(self) -> int:
         return int(self._collection.count())
 
@@ -299,8 +309,28 @@ def labels_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(acl) if isinstance(acl, list) else ()
 
 
+def commands_of(metadata: Mapping[str, Any]) -> tuple[StepCommand, ...]:
+    """A stored chunk's commands with their risk (none when missing or malformed)."""
+    try:
+        rows = json.loads(metadata.get("commands") or "[]")
+        return tuple(
+            StepCommand(str(t), str(lang), int(a), int(b), str(r), tuple(why))
+            for t, lang, a, b, r, why in rows
+        )
+    except (TypeError, ValueError):
+        return ()
+
+
+def approval_policy_of(metadata: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
+    """A stored chunk's approver groups and whether it needs two approvers."""
+    approvers = metadata.get("approvers")
+    groups = tuple(g for g in approvers.split(LABEL_SEP) if g) if isinstance(approvers, str) else ()
+    return groups, metadata.get("two_person") is True
+
+
 def metadata_of(chunk: Chunk) -> dict[str, Any]:
-    """The metadata stored with a chunk (its labels as a list and as a label-set key)."""
+    """The metadata stored with a chunk: its labels as a list and as a label-set key, its
+    commands with their risk, and who may approve them."""
     meta: dict[str, Any] = {
         "doc_id": chunk.doc_id,
         "source": chunk.source,
@@ -313,6 +343,18 @@ def metadata_of(chunk: Chunk) -> dict[str, Any]:
     }
     if chunk.url:
         meta["url"] = chunk.url
+    if chunk.commands:
+        meta["commands"] = json.dumps(
+            [
+                [c.command, c.language, c.start_line, c.end_line, c.risk, list(c.reasons)]
+                for c in chunk.commands
+            ],
+            ensure_ascii=False,
+        )
+    if chunk.approvers:
+        meta["approvers"] = label_key(chunk.approvers)
+    if chunk.two_person:
+        meta["two_person"] = True
     return meta
 
 

@@ -13,6 +13,7 @@ PACKAGE = Path(runbook_rag.__file__).parent
 LOWER = {
     "_phrases",
     "access",
+    "actions",
     "atomic",
     "cardholder",
     "chunking",
@@ -87,6 +88,7 @@ def test_the_layer_lists_cover_every_module() -> None:
         "answer",
         "audit",
         "generations",
+        "guard",
         "build",
         "links",
         "llm",

@@ -54,7 +54,7 @@ class AuditEvent:
             request_id=str(record["request_id"]),
             action=str(record.get("action")),
             interface=str(record.get("interface")),
-            principal_id=str(principal.get("id")),
+            principal_id=str(principal.get("id") or ""),
             groups=tuple(principal.get("groups") or ()),
             query=record.get("query"),
             generation=record.get("generation"),
@@ -100,6 +100,25 @@ class Auditor:
             raise
         self._append(action, principal, query, trace, started, result, None)
         return result
+
+    def action(self, action: str, principal: Principal | None, *, outcome: str, **fields: Any) -> None:
+        """Write the record of one step of a guarded action (``action.propose``, ``.approve``,
+        ``.deny``, ``.redeem``), refusals included; ``fields`` name the request, command and risk."""
+        record: dict[str, Any] = {
+            "action": f"action.{action}",
+            "interface": self.interface,
+            "principal": (
+                {"id": principal.user_id, "groups": sorted(principal.groups)}
+                if principal is not None
+                else None
+            ),
+            "generation": self._generation(),
+            "outcome": outcome,
+            **fields,
+        }
+        event = AuditEvent.from_record(self.log.append(**record))
+        for subscriber in self.subscribers:
+            subscriber(event)
 
     def _append(
         self,

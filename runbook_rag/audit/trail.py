@@ -81,6 +81,11 @@ class AuditLog:
         """The query's HMAC: lets an auditor match a known query without the log keeping its text."""
         return hmac.new(self._key, query.encode(), hashlib.sha256).hexdigest()
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A key for another use (signing grants), derived from the audit key: holding it
+        does not give the audit key."""
+        return hmac.new(self._key, f"runbook-rag derived key: {purpose}".encode(), hashlib.sha256).digest()
+
     def append(self, **fields: Any) -> dict[str, Any]:
         """Write one record (``ts``, ``request_id`` and the chain are added) and seal it; returns it.
 

@@ -40,6 +40,9 @@ class FrontMatter(BaseModel):
     description: str | None = None
     # A request only: honoured where the access map lets documents decide (see allows_instructions).
     allow_instructions: bool = False
+    # Who may approve this runbook's commands (see runbook_rag.actions).
+    approvers: Any = None
+    two_person: bool = False
 
     @field_validator("title", "owner", "service", "description", mode="before")
     @classmethod
@@ -112,6 +115,12 @@ def parse_markdown(
             )
         labels = mapped
 
+    approvers = None
+    if "approvers" in meta:
+        try:
+            approvers = validate_labels(fm.approvers, key="approvers")
+        except LabelError as exc:
+            raise FrontMatterError(str(exc), source=source, line=_key_line(text, "approvers")) from None
     title = fm.title or _first_heading(tokens) or source.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     metadata = {k: str(v) for k, v in (("owner", fm.owner), ("service", fm.service)) if v}
     if fm.updated:
@@ -137,6 +146,8 @@ def parse_markdown(
         text=text,
         labels=labels,
         metadata=metadata,
+        approvers=approvers,
+        two_person=fm.two_person,
     )
 
 
