@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .records import Answer, Citation, Hit
+from .grounding import passage_commands, risk_marks
+from .records import Answer, AnswerCommand, Citation, Hit
 
 ABSTAIN_TEXT = "No runbook you can access covers this."
 MAX_CITATIONS = 3
@@ -94,12 +95,19 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, abstain_below: floa
     chosen = choose_passages(question, hits, abstain_below=abstain_below)
     if not chosen:
         return Answer(text=ABSTAIN_TEXT, abstained=True)
-    parts, citations = [], []
+    parts: list[str] = []
+    citations: list[Citation] = []
+    shown: list[AnswerCommand] = []
     for n, passage in enumerate(chosen, start=1):
         hit = passage.hit
         where = hit.heading or hit.title
+        commands = passage_commands(hit, passage.start_line, passage.end_line)
         if passage.text:
             parts.append(f"{where} [{n}]:\n{passage.text}")
+            if commands:
+                # Each quoted command's risk, right after the quote (the quote itself stays pasteable).
+                parts.append(f"Risk of the commands above [{n}]:\n{risk_marks(commands)}")
+                shown.extend(AnswerCommand(c.command, c.risk, c.reasons, True, n) for c in commands)
         else:
             parts.append(f"{where} [{n}]: see {hit.source}, lines {passage.start_line}-{passage.end_line}.")
         citations.append(
@@ -112,9 +120,10 @@ def extractive_answer(question: str, hits: Sequence[Hit], *, abstain_below: floa
                 passage.start_line,
                 passage.end_line,
                 hit.url,
+                commands,
             )
         )
-    return Answer(text="\n\n".join(parts), abstained=False, citations=tuple(citations))
+    return Answer(text="\n\n".join(parts), abstained=False, citations=tuple(citations), commands=tuple(shown))
 
 
 def choose_passages(question: str, hits: Sequence[Hit], *, abstain_below: float) -> list[Passage]:

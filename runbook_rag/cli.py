@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -287,6 +288,9 @@ def search(
         )
         for line in hit.text.strip().split("\n")[:3]:
             click.echo(f"     {line}")
+        if hit.commands:
+            risks = Counter(c.risk for c in hit.commands)
+            click.echo("     commands: " + ", ".join(f"{n} {risk}" for risk, n in sorted(risks.items())))
 
 
 @cli.command()
@@ -360,6 +364,12 @@ def ask(
     help="Exit 1 when METRIC is below VALUE, e.g. recall@5=0.9 (repeatable).",
 )
 @click.option("--per-query", is_flag=True, help="With --json, include every query's ranking.")
+@click.option(
+    "--llm-base-url",
+    type=TEXT,
+    help="Also answer every query through this OpenAI-compatible endpoint and measure the model.",
+)
+@click.option("--llm-model", type=TEXT, help="The model name at that endpoint.")
 @_json_option
 def evaluate(
     queries: Path,
@@ -371,6 +381,8 @@ def evaluate(
     mode: str | None,
     gates: Sequence[str],
     per_query: bool,
+    llm_base_url: str | None,
+    llm_model: str | None,
     as_json: bool,
 ) -> None:
     """Measure retrieval, abstention and leaks on a JSONL query file.
@@ -394,7 +406,11 @@ def evaluate(
     if groups and all_groups:
         raise click.UsageError("give --group or --all-groups, not both")
     lines = load_queries(queries)
-    index = RunbookIndex(index_path, interface="cli")
+    from .settings import Settings
+
+    overrides = {"llm_base_url": llm_base_url, "llm_model": llm_model}
+    settings = Settings(**{k: v for k, v in overrides.items() if v})  # type: ignore[arg-type]
+    index = RunbookIndex(index_path, settings=settings, interface="cli")
     principal = None
     if all_groups:
         principal = Principal(user, index.labelled_groups())
@@ -638,6 +654,16 @@ class _ProgressBars:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def _register_actions() -> None:
+    from .cli_actions import actions, classify_command
+
+    cli.add_command(classify_command)
+    cli.add_command(actions)
+
+
+_register_actions()
 
 
 def _check_writable_file(path: Path, what: str) -> None:

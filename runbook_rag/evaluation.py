@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .answer import extractive_answer
 from .errors import ConfigError
-from .records import Hit, Principal
+from .records import Answer, Hit, Principal
 
 CUTOFFS = (1, 5, 10)
 
@@ -76,6 +76,16 @@ def load_queries(path: Path | str) -> list[EvalQuery]:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelOutcome:
+    """What the model's answer to one query did: written by the model or fallen back (and
+    why), and how many commands it wrote that no cited passage holds."""
+
+    answered_by_model: bool
+    fallback_reason: str | None
+    ungrounded_commands: int
+
+
+@dataclass(frozen=True, slots=True)
 class QueryResult:
     """What one query returned, at document level."""
 
@@ -87,6 +97,7 @@ class QueryResult:
     abstained: bool
     leaked: tuple[str, ...]
     seconds: float
+    model: ModelOutcome | None = None
 
     @property
     def answerable(self) -> bool:
@@ -146,6 +157,12 @@ class Search(Protocol):
     def __call__(self, query: str, *, principal: Principal, k: int) -> list[Hit]: ...
 
 
+class Answering(Protocol):
+    """An audited answer through the configured model (``RunbookIndex.answer``)."""
+
+    def __call__(self, query: str, *, principal: Principal) -> Answer: ...
+
+
 class PassageSearch(Protocol):
     """An audited search returning the passages ``ask`` answers from, best first."""
 
@@ -160,11 +177,15 @@ def evaluate(
     k: int = 10,
     abstain_below: float,
     passages: PassageSearch | None = None,
+    answer_with_model: Answering | None = None,
 ) -> EvalReport:
     """Run every query as its principal through ``search`` and measure the results.
 
     Each query's extractive answer is made from ``passages`` (the hits ``ask`` would
-    answer from) when given, else from the document ranking's hits."""
+    answer from) when given, else from the document ranking's hits. With
+    ``answer_with_model``, each query is also answered by the model, and the report's
+    ``llm`` metrics say how often it fell back and how often it wrote a command no cited
+    passage holds."""
     results = []
     for query in queries:
         who = principal
@@ -183,13 +204,25 @@ def evaluate(
         quoted = passages(query.query, principal=who) if passages is not None else hits
         answer = extractive_answer(query.query, quoted, abstain_below=abstain_below)
         seconds = time.perf_counter() - started
+        model = None
+        if answer_with_model is not None:
+            written = answer_with_model(query.query, principal=who)
+            model = ModelOutcome(written.mode == "llm", written.fallback_reason, len(written.ungrounded))
         ranked = tuple(dict.fromkeys(h.source for h in hits))
         cited = tuple(c.source for c in answer.citations)
         shown = ranked + cited + tuple(h.source for h in quoted)
         leaked = tuple(sorted(set(query.forbidden).intersection(shown)))
         results.append(
             QueryResult(
-                query.id, query.kind, tuple(query.relevant), ranked, cited, answer.abstained, leaked, seconds
+                query.id,
+                query.kind,
+                tuple(query.relevant),
+                ranked,
+                cited,
+                answer.abstained,
+                leaked,
+                seconds,
+                model,
             )
         )
     return EvalReport(metrics(results), results)
@@ -239,6 +272,18 @@ def metrics(results: Sequence[QueryResult]) -> dict[str, Any]:
     times = sorted(r.seconds * 1000 for r in results)
     out["latency_ms_p50"] = round(_percentile(times, 50), 2)
     out["latency_ms_p95"] = round(_percentile(times, 95), 2)
+    modelled = [r.model for r in results if r.model is not None]
+    if modelled:
+        written = [m for m in modelled if m.answered_by_model]
+        out["llm"] = {
+            "answers": len(modelled),
+            "model_answers": len(written),
+            "fallback_rate": round(1 - len(written) / len(modelled), 4),
+            "ungrounded_command_rate": (
+                round(sum(1 for m in written if m.ungrounded_commands) / len(written), 4) if written else None
+            ),
+            "ungrounded_commands": sum(m.ungrounded_commands for m in written),
+        }
     return out
 
 

@@ -232,6 +232,8 @@ class RunbookIndex:
 
         Lines with ``groups`` run as that principal; the others as ``principal``. Each query is
         audited as ``eval``, searched for one chunk per runbook (the document ranking itself).
+        With a model configured, each query is also answered by it, and the report's ``llm``
+        metrics give its fallback rate and the share of its answers with an ungrounded command.
         """
         from .evaluation import evaluate
 
@@ -242,6 +244,12 @@ class RunbookIndex:
             """The hits ``ask`` answers from, for the first-citation metric."""
             return self._audited_search("eval", query, principal, None, mode, self.settings.per_document)
 
+        def answer_with_model(query: str, *, principal: Principal) -> Answer:
+            """The configured model's answer, audited as ``eval``."""
+            return self._auditor.run(
+                "eval", principal, query, lambda trace: self._answer(query, principal, None, mode, None, trace)
+            )
+
         return evaluate(
             documents,
             queries,
@@ -249,6 +257,7 @@ class RunbookIndex:
             k=k,
             abstain_below=self.settings.abstain_below,
             passages=passages,
+            answer_with_model=answer_with_model if self.settings.llm_base_url else None,
         )
 
     def propose(

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, ValidationError
 from .access import entitle
 from .answer import ABSTAIN_TEXT, extractive_answer
 from .errors import ConfigError
+from .grounding import ground, passage_commands
 from .links import UnsafeMarkdown, safe_markdown
 from .prompting import Prompt, build_prompt
 from .records import Answer, Citation, Hit, Principal, Usage
@@ -244,10 +245,20 @@ def _validated(content: str, prompt: Prompt, policy: LLMPolicy) -> Answer:
         hit = prompt.passages[n - 1].hit
         citations.append(
             Citation(
-                n, hit.chunk_id, hit.source, hit.title, hit.heading, hit.start_line, hit.end_line, hit.url
+                n,
+                hit.chunk_id,
+                hit.source,
+                hit.title,
+                hit.heading,
+                hit.start_line,
+                hit.end_line,
+                hit.url,
+                passage_commands(hit, hit.start_line, hit.end_line),
             )
         )
-    return Answer(text=text, abstained=False, citations=tuple(citations), mode="llm")
+    # A command the model wrote must be one of a passage it cites; others are removed.
+    text, commands = ground(text, [(n, prompt.passages[n - 1].hit) for n in cited])
+    return Answer(text=text, abstained=False, citations=tuple(citations), mode="llm", commands=commands)
 
 
 def _usage(

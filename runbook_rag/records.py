@@ -182,11 +182,34 @@ class Citation:
 
 
 @dataclass(frozen=True, slots=True)
+class AnswerCommand:
+    """A command an answer shows: its risk, and whether a cited passage holds it
+    (``grounded``); ``citation`` is the number of the first citation that does."""
+
+    command: str
+    risk: str
+    reasons: tuple[str, ...]
+    grounded: bool
+    citation: int | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "command": self.command,
+            "risk": self.risk,
+            "reasons": list(self.reasons),
+            "grounded": self.grounded,
+            "citation": self.citation,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """An answer with numbered citations, or an abstention.
 
     ``mode`` is ``"llm"`` when a model wrote the text, else ``"extractive"``;
-    ``fallback_reason`` says why a configured model's answer was not used.
+    ``fallback_reason`` says why a configured model's answer was not used. ``commands`` are
+    the commands the answer shows, with their risk; a model's command that no cited passage
+    holds is marked ungrounded and removed from ``text``.
     """
 
     text: str
@@ -195,12 +218,19 @@ class Answer:
     mode: str = "extractive"
     fallback_reason: str | None = None
     usage: Usage | None = None
+    commands: tuple[AnswerCommand, ...] = ()
+
+    @property
+    def ungrounded(self) -> tuple[AnswerCommand, ...]:
+        """Commands the model wrote that no cited passage holds (removed from ``text``)."""
+        return tuple(c for c in self.commands if not c.grounded)
 
     def to_dict(self) -> dict[str, object]:
         return {
             "answer": self.text,
             "abstained": self.abstained,
             "citations": [c.to_dict() for c in self.citations],
+            "commands": [c.to_dict() for c in self.commands],
             "mode": self.mode,
             "fallback_reason": self.fallback_reason,
             "usage": self.usage.to_dict() if self.usage else None,

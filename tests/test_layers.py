@@ -88,6 +88,7 @@ def test_the_layer_lists_cover_every_module() -> None:
         "answer",
         "audit",
         "generations",
+        "grounding",
         "guard",
         "build",
         "links",
