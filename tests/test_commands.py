@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from runbook_rag.commands import RISKS, Classification, Command, classify, extract_commands
+from runbook_rag.commands import RISKS, Classification, Command, classify, extract_commands, normalize
 
 EVALS = Path(__file__).resolve().parent.parent / "evals"
 GATED = ("destructive", "unknown")
@@ -100,6 +102,40 @@ def test_inline_code_counts_only_when_it_is_a_whole_command() -> None:
 def test_unlabelled_blocks_that_are_not_shell_are_skipped() -> None:
     doc = "```\nNAME   READY   STATUS\napi-1  1/1     Running\n```\n"
     assert extract_commands(doc) == []
+
+
+# --- normalisation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kubectl logs deploy/api \\\n  --since=10m", "kubectl logs deploy/api --since=10m"),
+        ("helm  rollback\tapi \t 3", "helm rollback api 3"),
+        ("  psql <<EOF\nSELECT 1;\nEOF\n", "psql <<EOF SELECT 1; EOF"),
+        ("kubectl get\\\npods", "kubectl getpods"),  # bash joins the words: no space is added
+        ("kubectl get \\\r\n  pods", "kubectl get pods"),
+        ("echo a\\\\\nls", "echo a\\\\ ls"),  # an escaped backslash does not continue the line
+        ("$ kubectl get pods", "$ kubectl get pods"),
+        ("#  systemctl   status x", "# systemctl status x"),
+        ("", ""),
+    ],
+)
+def test_normalize_joins_continuations_and_collapses_whitespace(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+def test_extracted_commands_normalise_to_what_was_written_on_one_line() -> None:
+    doc = "```bash\nkubectl   -n db \\\n    delete pod x\n```\n\nThen `kubectl -n db delete pod x`.\n"
+    block, inline = extract_commands(doc)
+    assert normalize(block.text) == normalize(inline.text) == "kubectl -n db delete pod x"
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab $#'\"\\\t\r\n\u00a0\u2003;|")), max_size=40))
+def test_normalize_is_idempotent_and_leaves_no_line_breaks_or_runs_of_space(text: str) -> None:
+    once = normalize(text)
+    assert normalize(once) == once
+    assert "\n" not in once and "  " not in once and once == once.strip()
 
 
 # --- classification: tools by verb and flag ------------------------------------------------------

@@ -33,8 +33,17 @@ removal), ``wrappers`` (a command by its words), ``tools`` with ``clusters``, ``
 
 from __future__ import annotations
 
-from .extract import extract_commands
+from .extract import extract_commands, normalize
 from .risks import RISKS, Classification, Command, Language, Risk
 from .shell import classify
 
-__all__ = ["RISKS", "Classification", "Command", "Language", "Risk", "classify", "extract_commands"]
+__all__ = [
+    "RISKS",
+    "Classification",
+    "Command",
+    "Language",
+    "Risk",
+    "classify",
+    "extract_commands",
+    "normalize",
+]
