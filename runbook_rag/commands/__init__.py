@@ -2,7 +2,11 @@
 
 ``extract_commands`` finds the commands in Markdown: fenced blocks in a shell or SQL language
 (and unlabelled blocks that start with a known tool), ``$ `` prompt lines, and inline code that is
-a whole command. ``classify`` gives each command a risk, with the rule ids that decided it:
+a whole command. In a session (a block that opens with a prompt) only the prompt lines are
+commands; elsewhere a line that no known tool or program path opens and that is shaped like output
+or data (``ls -l``, a table, ``key: value``, JSON, a log line, a numbered reply, another language's
+expression) is skipped, with the rows that follow it. ``classify`` gives each command a risk,
+with the rule ids that decided it:
 
     read < change < destructive < unknown
 
