@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from runbook_rag.commands import RISKS, Classification, Command, classify, extract_commands
+from runbook_rag.commands import RISKS, Classification, Command, classify, extract_commands, normalize
 
 EVALS = Path(__file__).resolve().parent.parent / "evals"
 GATED = ("destructive", "unknown")
@@ -100,6 +102,151 @@ def test_inline_code_counts_only_when_it_is_a_whole_command() -> None:
 def test_unlabelled_blocks_that_are_not_shell_are_skipped() -> None:
     doc = "```\nNAME   READY   STATUS\napi-1  1/1     Running\n```\n"
     assert extract_commands(doc) == []
+
+
+SESSIONS = """```console
+alice@bastion-1:~$ kubectl get pods -n db
+NAME    READY
+db-0    1/1
+[root@db-1 data]# systemctl status patroni
+sh-5.1# chroot /host
+```
+
+```bash
+kubectl -n vault exec -it vault-0 -- sh
+$ vault status
+$> vault operator raft list-peers
+```
+"""
+
+
+def test_prompts_of_every_common_shape_are_removed_and_what_follows_them_is_output() -> None:
+    assert [(c.text, c.start_line) for c in extract_commands(SESSIONS)] == [
+        ("kubectl get pods -n db", 2),
+        ("systemctl status patroni", 5),
+        ("chroot /host", 6),
+        ("kubectl -n vault exec -it vault-0 -- sh", 10),
+        ("vault status", 11),
+        ("vault operator raft list-peers", 12),
+    ]
+
+
+OUTPUT = """```shell
+ls -l /etc/app
+total 8K
+-rw-r--r-- 1 root root 1.2K Jan  3 10:00 app.yaml
+drwxr-xr-x 2 root root 4.0K Jan  3 10:00 conf.d
+
+kubectl get deploy -n shop
+NAMESPACE   NAME     READY   UP-TO-DATE
+shop        cart     2/2     2
+shop        orders   0/1     1
+./bin/drain-queue --now
+
+redis-cli INFO replication
+role:master
+connected_slaves:2
+redis-cli SLOWLOG GET 2
+1) 1) (integer) 14
+   2) (integer) 1700000000
+kubectl get lease -n shop leader -o yaml
+holderIdentity: orders-7c9
+leaseDurationSeconds: 15
+curl -s localhost:8080/status
+{"status": "ok", "uptime": 123}
+journalctl -u cart --since today
+Jan 03 10:00:01 node-1 cart[812]: ERROR: upstream timed out
+E0103 10:00:02.123456       1 reflector.go:138] watch failed
+[WARN] slow response
+cat /etc/app/runtime.toml
+default_runtime = "crun"
+frobctl status
+Note: this is printed by frobctl, not typed.
+...
+
+frobctl restart cart
+```
+"""
+
+
+def test_output_after_a_command_is_not_taken_for_commands() -> None:
+    found = [c.text for c in extract_commands(OUTPUT)]
+    assert found == [
+        "ls -l /etc/app",
+        "kubectl get deploy -n shop",
+        "./bin/drain-queue --now",  # a program's path ends the output before it
+        "redis-cli INFO replication",
+        "redis-cli SLOWLOG GET 2",
+        "kubectl get lease -n shop leader -o yaml",
+        "curl -s localhost:8080/status",
+        "journalctl -u cart --since today",
+        "cat /etc/app/runtime.toml",
+        "frobctl status",  # an unknown tool is still a command
+        "frobctl restart cart",  # and so is one after a blank line, even after output
+    ]
+
+
+def test_text_of_other_languages_in_a_shell_block_is_skipped() -> None:
+    doc = (
+        '```sh\n// error ratio of the last five minutes\nsum(rate(http_requests_total{code=~"5.."}[5m]))\n'
+        "/\nsum(rate(http_requests_total[5m]))\n```\n\n"
+        "```sh\nsum by (job) (rate(errors_total[5m]))\n/\nkubectl top pods\n```\n"
+    )
+    assert [c.text for c in extract_commands(doc)] == ["kubectl top pods"]
+
+
+def test_unlabelled_blocks_open_after_comments_but_a_table_is_not_a_script() -> None:
+    doc = (
+        "```\n# on the primary\ncd /var/lib/app\nfind . -size 0 -mtime +1\n```\n\n"
+        "```\n# TYPE  DATABASE  USER   ADDRESS      METHOD\nhost    appdb     app    10.0.0.0/8   md5\n```\n"
+    )
+    assert [c.text for c in extract_commands(doc)] == ["cd /var/lib/app", "find . -size 0 -mtime +1"]
+
+
+def test_psql_output_in_a_sql_block_is_skipped() -> None:
+    doc = (
+        "```sql\napp=# SELECT id, state FROM jobs WHERE state = 0;\n id | state\n----+-------\n"
+        "  1 |     0\n(1 row)\n\nDELETE FROM jobs WHERE id = 1;\n```\n"
+    )
+    found = extract_commands(doc)
+    assert [(c.text, c.language) for c in found] == [
+        ("SELECT id, state FROM jobs WHERE state = 0;", "sql"),
+        ("DELETE FROM jobs WHERE id = 1;", "sql"),
+    ]
+
+
+# --- normalisation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("kubectl logs deploy/api \\\n  --since=10m", "kubectl logs deploy/api --since=10m"),
+        ("helm  rollback\tapi \t 3", "helm rollback api 3"),
+        ("  psql <<EOF\nSELECT 1;\nEOF\n", "psql <<EOF SELECT 1; EOF"),
+        ("kubectl get\\\npods", "kubectl getpods"),  # bash joins the words: no space is added
+        ("kubectl get \\\r\n  pods", "kubectl get pods"),
+        ("echo a\\\\\nls", "echo a\\\\ ls"),  # an escaped backslash does not continue the line
+        ("$ kubectl get pods", "$ kubectl get pods"),
+        ("#  systemctl   status x", "# systemctl status x"),
+        ("", ""),
+    ],
+)
+def test_normalize_joins_continuations_and_collapses_whitespace(text: str, expected: str) -> None:
+    assert normalize(text) == expected
+
+
+def test_extracted_commands_normalise_to_what_was_written_on_one_line() -> None:
+    doc = "```bash\nkubectl   -n db \\\n    delete pod x\n```\n\nThen `kubectl -n db delete pod x`.\n"
+    block, inline = extract_commands(doc)
+    assert normalize(block.text) == normalize(inline.text) == "kubectl -n db delete pod x"
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab $#'\"\\\t\r\n\u00a0\u2003;|")), max_size=40))
+def test_normalize_is_idempotent_and_leaves_no_line_breaks_or_runs_of_space(text: str) -> None:
+    once = normalize(text)
+    assert normalize(once) == once
+    assert "\n" not in once and "  " not in once and once == once.strip()
 
 
 # --- classification: tools by verb and flag ------------------------------------------------------
