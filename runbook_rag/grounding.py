@@ -32,10 +32,10 @@ def risk_marks(commands: Sequence[StepCommand]) -> str:
     """Lines that mark each command's risk, for an answer that quotes them."""
     lines = []
     for c in commands:
-        text = normalize(c.command)
-        shown = text if len(text) <= 100 else text[:99] + "…"
+        # Whole, never shortened: the flag that makes a command destructive may come last.
+        shown = normalize(c.command).replace("`", "'")
         gate = "" if c.risk == "read" else ", needs approval"
-        lines.append(f"- {c.risk}{gate}: `{shown.replace('`', chr(39))}`")
+        lines.append(f"- {c.risk}{gate}: `{shown}`")
     return "\n".join(lines)
 
 

@@ -59,6 +59,15 @@ def _reply(body: dict[str, Any], calls: int) -> str | None:
                 "citations": [n],
             }
         )
+    if model in ("grounded-command", "invent-command"):
+        # Quote a command of the first excerpt's first code block; "invent-command" adds one of its own.
+        block = re.search(r"```[a-z]*\n(.*?)\n```", prompt[first.start() :] if first else prompt, re.S)
+        lines = [ln.strip() for ln in (block.group(1) if block else "").split("\n")]
+        real = next((ln for ln in lines if ln and not ln.startswith("#") and not ln.endswith("\\")), "true")
+        body = real + (
+            "\nkubectl delete namespace payments --wait=false" if model == "invent-command" else ""
+        )
+        return json.dumps({"answer": f"Run this [{n}]:\n\n```bash\n{body}\n```", "citations": [n]})
     if model == "inject":
         return json.dumps(
             {

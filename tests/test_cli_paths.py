@@ -22,6 +22,7 @@ from .test_cli import run
 pytestmark = pytest.mark.slow
 
 DOCUMENTED_EXIT_CODES = {0, 1, 2}
+RESTART = "kubectl -n x rollout restart deploy/api"
 ROOT_USER = os.geteuid() == 0
 FRESH = itertools.count()
 
@@ -47,11 +48,20 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     src = tmp / "src"
     src.mkdir()
     (src / "pods.md").write_text(
-        "---\ntitle: Pods\naccess: [sre]\n---\n# Pods\n\nRestart the crashing pod.\n"
+        "---\ntitle: Pods\naccess: [sre]\n---\n# Pods\n\nRestart the crashing pod.\n\n"
+        "```bash\nkubectl -n x rollout restart deploy/api\n```\n"
     )
     index = tmp / "index"
     main(["build", str(src), "--index", str(index), "--json"])
     main(["search", "pods", "--user", "u", "--group", "sre", "--index", str(index)])  # an audit log
+    # Requests for the actions commands: one to approve, one to deny, one granted to redeem.
+    from runbook_rag import Principal, RunbookIndex
+
+    with RunbookIndex(index) as opened:
+        proposer, approver = Principal("v", frozenset({"sre"})), Principal("w", frozenset({"sre"}))
+        ids = [opened.propose("pods.md", RESTART, principal=proposer).id for _ in range(3)]
+        grant = opened.approve(ids[2], principal=approver).grant
+    (tmp / "request-ids").write_text(f"{ids[0]}\n{ids[1]}\n{grant}\n")
     queries = tmp / "queries.jsonl"
     queries.write_text(
         json.dumps({"id": "q", "query": "pod", "relevant": ["pods.md"], "groups": ["sre"]}) + "\n"
@@ -88,7 +98,14 @@ def valid_arguments(place: dict[str, Path]) -> dict[tuple[str, ...], dict[str, s
     """Arguments with which each command succeeds (``None``: a flag that is set)."""
     index = str(place["index"])
     principal = {"user": "u", "groups": "sre", "index_path": index}
+    approve_id, deny_id, grant = (place["tmp"] / "request-ids").read_text().split()
     return {
+        ("classify",): {"commands": "kubectl get pods", "language": "shell", "as_json": None},
+        ("actions", "propose"): {"source": "pods.md", "command": RESTART, "reason": "crash loop", **principal},
+        ("actions", "approve"): {"request_id": approve_id, **principal},
+        ("actions", "deny"): {"request_id": deny_id, "reason": "not now", **principal},
+        ("actions", "redeem"): {"grant": grant, "command": RESTART, "user": "runner", "index_path": index},
+        ("actions", "list"): {"status": "pending", **principal},
         ("build",): {
             "sources": str(place["src"]),
             "index_path": str(place["tmp"] / "new-index"),
