@@ -7,6 +7,15 @@ in headers ignored. ``POST /v1/search`` and ``POST /v1/ask`` return the CLI's
 OpenAPI schema at ``/openapi.json``. Every request is audited by the index (interface
 ``http``); errors are JSON and say nothing about documents the caller may not read.
 
+Guarded actions (:mod:`runbook_rag.guard`) live under ``/v1/actions``: ``POST /v1/actions``
+proposes (201), ``POST /v1/actions/{id}/approve`` and ``.../deny`` decide, ``POST
+/v1/actions/redeem`` uses a grant up, ``GET /v1/actions`` lists the requests of runbooks the
+caller may read. A token calls them only when its ``endpoints`` name them (``propose``,
+``approve``, ``deny``, ``redeem``, or ``actions`` for all of these and the list): never by
+default. A refusal is 403 ``action_refused`` (a missing request and one of a runbook the
+caller may not read are refused alike), a grant that cannot be redeemed 409 ``grant_invalid``,
+each with the library's reason.
+
 Hostile clients: a request that announces a body is authenticated from its headers
 before a byte of the body is read, and the body is read in a stream that stops at the
 limit (chunked or not), so no request makes the server hold more than ``max_body``.
@@ -34,8 +43,17 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .actions import MAX_COMMAND_CHARS, STATUSES
 from .audit import AuditEvent
-from .errors import AccessViolation, ConfigError, IndexStateError, QueryError, RunbookRagError
+from .errors import (
+    AccessViolation,
+    ActionRefused,
+    ConfigError,
+    GrantInvalid,
+    IndexStateError,
+    QueryError,
+    RunbookRagError,
+)
 from .records import Principal
 
 security = logging.getLogger("runbook_rag.security")
@@ -43,10 +61,24 @@ MAX_BODY_BYTES = 16 * 1024
 REQUEST_TIMEOUT = 10.0
 MAX_CONNECTIONS = 1024
 MAX_CONNECTIONS_PER_CLIENT = 64
-ENDPOINTS = frozenset({"search", "ask", "metrics"})
+# Guarded actions are never a default: a token is granted them by name, one by one (an executor
+# needs only ``redeem``), or all of them, with the list of requests, as ``actions``.
+ACTION_ENDPOINTS = frozenset({"actions", "propose", "approve", "deny", "redeem"})
+ENDPOINTS = frozenset({"search", "ask", "metrics"}) | ACTION_ENDPOINTS
 DEFAULT_ENDPOINTS = frozenset({"search", "ask"})
 QUERY_ENDPOINTS = frozenset({"search", "ask"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# (method, path pattern, endpoint name, metrics label): the one place a request is named.
+_ROUTES = (
+    ("POST", re.compile(r"/v1/search"), "search", "/v1/search"),
+    ("POST", re.compile(r"/v1/ask"), "ask", "/v1/ask"),
+    ("GET", re.compile(r"/metrics"), "metrics", "/metrics"),
+    ("GET", re.compile(r"/v1/actions"), "actions", "/v1/actions"),
+    ("POST", re.compile(r"/v1/actions"), "propose", "/v1/actions"),
+    ("POST", re.compile(r"/v1/actions/redeem"), "redeem", "/v1/actions/redeem"),
+    ("POST", re.compile(r"/v1/actions/[^/]+/approve"), "approve", "/v1/actions/{id}/approve"),
+    ("POST", re.compile(r"/v1/actions/[^/]+/deny"), "deny", "/v1/actions/{id}/deny"),
+)
 
 
 class TokenEntry(BaseModel):
@@ -58,7 +90,11 @@ class TokenEntry(BaseModel):
     user: str = Field(min_length=1, max_length=200)
     groups: list[str] = Field(min_length=1)
     endpoints: list[str] | None = Field(
-        None, description="Allowed endpoints (search, ask, metrics); search and ask when unset."
+        None,
+        description=(
+            "Allowed endpoints (search, ask, metrics, and for guarded actions propose, approve, deny, "
+            "redeem, or actions for all of them and the list of requests); search and ask when unset."
+        ),
     )
 
 
@@ -68,6 +104,22 @@ class Caller:
 
     principal: Principal
     endpoints: frozenset[str]
+
+
+def route_of(method: str, path: str) -> tuple[str, str] | None:
+    """The endpoint name a token must hold for ``method path``, and its metrics label (the
+    route, never a request id); None for a request no token may make."""
+    method = "GET" if method == "HEAD" else method
+    for verb, pattern, name, label in _ROUTES:
+        if verb == method and pattern.fullmatch(path):
+            return name, label
+    return None
+
+
+def may_call(caller: Caller, method: str, path: str) -> bool:
+    """Whether ``caller``'s token may make the request ``method path``."""
+    route = route_of(method, path)
+    return route is not None and route[0] in caller.endpoints
 
 
 def load_tokens(path: Path | str) -> dict[str, Caller]:
@@ -96,6 +148,8 @@ def load_tokens(path: Path | str) -> dict[str, Caller]:
         allowed = frozenset(entry.endpoints) if entry.endpoints is not None else DEFAULT_ENDPOINTS
         if not allowed <= ENDPOINTS:
             raise ConfigError(f"entry {number}: endpoints must be among {sorted(ENDPOINTS)}", path=path)
+        if "actions" in allowed:
+            allowed |= ACTION_ENDPOINTS
         if "metrics" in allowed and allowed & QUERY_ENDPOINTS:
             # The withheld counter moves with the caller's own queries: one token holding both
             # could learn from /metrics how many restricted runbooks match what it asks.
@@ -141,6 +195,39 @@ class AskBody(BaseModel):
     question: str = Field(min_length=1, max_length=2000)
 
 
+class ProposeBody(BaseModel):
+    """``POST /v1/actions``: one command of one runbook. Any other field is rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=1000)
+    command: str = Field(min_length=1, max_length=MAX_COMMAND_CHARS)
+    reason: str | None = Field(None, max_length=2000)
+
+
+class ApproveBody(BaseModel):
+    """``POST /v1/actions/{id}/approve``: no fields (the approver is the token's user)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DenyBody(BaseModel):
+    """``POST /v1/actions/{id}/deny``. Any other field is rejected."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=2000)
+
+
+class RedeemBody(BaseModel):
+    """``POST /v1/actions/redeem``: the grant and the exact command about to run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grant: str = Field(min_length=1)
+    command: str = Field(min_length=1, max_length=MAX_COMMAND_CHARS)
+
+
 class RateLimiter:
     """A token bucket per caller: ``per_minute`` requests, bursts up to the same number."""
 
@@ -171,7 +258,8 @@ def create_app(
     max_body: int = MAX_BODY_BYTES,
 ) -> Any:
     """The FastAPI application serving ``index`` (a :class:`RunbookIndex` with interface "http")."""
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, HTTPException, Query, Request
+    from fastapi import Path as PathParam
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, PlainTextResponse
     from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -195,10 +283,19 @@ def create_app(
     generation = Gauge(
         "runbook_rag_index_generation_info", "Served generation", ["generation"], registry=registry
     )
+    actions = Counter(
+        "runbook_rag_actions",
+        "Guarded-action steps by operation and outcome",
+        ["operation", "outcome"],
+        registry=registry,
+    )
     limiter = RateLimiter(per_minute)
     bearer = HTTPBearer(auto_error=False)
 
     def observe(event: AuditEvent) -> None:
+        if event.action.startswith("action."):  # outcomes are a short fixed list; ids are not labels
+            actions.labels(event.action.removeprefix("action."), event.outcome).inc()
+            return
         withheld.inc(event.withheld or 0)
         if event.prompt_tokens:
             llm_tokens.labels("prompt").inc(event.prompt_tokens)
@@ -211,10 +308,11 @@ def create_app(
 
     app = FastAPI(title="runbook-rag", version="1", description=__doc__)
 
-    def record(path: str, status: int, seconds: float) -> None:
-        if path in ("/v1/search", "/v1/ask"):  # known routes only: no label per unknown path
-            requests.labels(path, str(status)).inc()
-            latency.labels(path, str(status)).observe(seconds)
+    def record(method: str, path: str, status: int, seconds: float) -> None:
+        route = route_of(method, path)
+        if route is not None and route[0] != "metrics":  # known routes only: no label per path or id
+            requests.labels(route[1], str(status)).inc()
+            latency.labels(route[1], str(status)).observe(seconds)
 
     app.add_middleware(_Gate, tokens=tokens, max_body=max_body, record=record)
 
@@ -234,6 +332,10 @@ def create_app(
     async def library_error(_: Request, exc: RunbookRagError) -> Any:
         if isinstance(exc, QueryError):
             return error(422, "invalid_query", str(exc))
+        if isinstance(exc, ActionRefused):
+            return error(403, "action_refused", exc.reason)
+        if isinstance(exc, GrantInvalid):
+            return error(409, "grant_invalid", exc.reason)
         if isinstance(exc, IndexStateError):
             return error(503, "index_unavailable", "the index is not available")
         if isinstance(exc, AccessViolation):
@@ -250,7 +352,7 @@ def create_app(
         known = tokens.get(digest)
         if known is None:
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
-        if request.url.path.rsplit("/", 1)[-1] not in known.endpoints:
+        if not may_call(known, request.method, request.url.path):
             raise HTTPException(403, "this token may not call this endpoint")
         wait = limiter.take(digest)
         if wait:
@@ -283,6 +385,40 @@ def create_app(
         if answer.usage and answer.usage.cost:
             llm_cost.inc(answer.usage.cost)
         return dict(answer.to_dict())
+
+    @app.post("/v1/actions", status_code=201)
+    def post_action(body: ProposeBody, principal: Annotated[Principal, Depends(caller)]) -> dict[str, Any]:
+        request = index.propose(body.source, body.command, principal=principal, reason=body.reason)
+        return dict(request.to_dict())
+
+    @app.get("/v1/actions")
+    def get_actions(
+        principal: Annotated[Principal, Depends(caller)],
+        status: Annotated[str | None, Query(pattern=f"^({'|'.join(STATUSES)})$")] = None,
+    ) -> dict[str, Any]:
+        found = index.action_requests(principal=principal, status=status)
+        return {"requests": [r.to_dict() for r in found]}
+
+    @app.post("/v1/actions/redeem")
+    def post_redeem(body: RedeemBody, principal: Annotated[Principal, Depends(caller)]) -> dict[str, Any]:
+        return dict(index.redeem(body.grant, body.command, principal=principal).to_dict())
+
+    @app.post("/v1/actions/{request_id}/approve")
+    def post_approve(
+        request_id: Annotated[str, PathParam(max_length=100)],
+        principal: Annotated[Principal, Depends(caller)],
+        body: ApproveBody | None = None,
+    ) -> dict[str, Any]:
+        return dict(index.approve(request_id, principal=principal).to_dict())
+
+    @app.post("/v1/actions/{request_id}/deny")
+    def post_deny(
+        request_id: Annotated[str, PathParam(max_length=100)],
+        principal: Annotated[Principal, Depends(caller)],
+        body: DenyBody | None = None,
+    ) -> dict[str, Any]:
+        reason = body.reason if body is not None else None
+        return dict(index.deny(request_id, principal=principal, reason=reason).to_dict())
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -320,7 +456,7 @@ class _Gate:
         *,
         tokens: dict[str, Caller],
         max_body: int,
-        record: Callable[[str, int, float], None],
+        record: Callable[[str, str, int, float], None],
     ) -> None:
         self.app = app
         self.tokens = tokens
@@ -347,7 +483,7 @@ class _Gate:
             else:
                 await self.app(scope, admitted, sending)
         finally:
-            self.record(scope["path"], status, time.perf_counter() - started)
+            self.record(scope["method"], scope["path"], status, time.perf_counter() - started)
 
     async def _admit(self, scope: Scope, receive: Receive) -> int | Receive:
         """The status to refuse with, or how the application receives the request's body."""
@@ -371,7 +507,7 @@ class _Gate:
         caller = self.tokens.get(token_digest(token)) if token else None
         if caller is None:
             return 401
-        if scope["path"].rsplit("/", 1)[-1] not in caller.endpoints:
+        if not may_call(caller, scope["method"], scope["path"]):
             return 403
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return 413
