@@ -247,7 +247,10 @@ class RunbookIndex:
         def answer_with_model(query: str, *, principal: Principal) -> Answer:
             """The configured model's answer, audited as ``eval``."""
             return self._auditor.run(
-                "eval", principal, query, lambda trace: self._answer(query, principal, None, mode, None, trace)
+                "eval",
+                principal,
+                query,
+                lambda trace: self._answer(query, principal, None, mode, None, trace),
             )
 
         return evaluate(

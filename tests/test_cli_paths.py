@@ -101,7 +101,12 @@ def valid_arguments(place: dict[str, Path]) -> dict[tuple[str, ...], dict[str, s
     approve_id, deny_id, grant = (place["tmp"] / "request-ids").read_text().split()
     return {
         ("classify",): {"commands": "kubectl get pods", "language": "shell", "as_json": None},
-        ("actions", "propose"): {"source": "pods.md", "command": RESTART, "reason": "crash loop", **principal},
+        ("actions", "propose"): {
+            "source": "pods.md",
+            "command": RESTART,
+            "reason": "crash loop",
+            **principal,
+        },
         ("actions", "approve"): {"request_id": approve_id, **principal},
         ("actions", "deny"): {"request_id": deny_id, "reason": "not now", **principal},
         ("actions", "redeem"): {"grant": grant, "command": RESTART, "user": "runner", "index_path": index},

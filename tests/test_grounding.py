@@ -65,8 +65,7 @@ def test_passage_commands_carry_lines_and_risk() -> None:
     commands = passage().commands
     assert [(c.risk, c.start_line) for c in commands] == [("read", 13), ("change", 14), ("destructive", 18)]
     assert passage_commands(passage(), 13, 14) == commands[:2]
-    # An index built before commands were stored: the same commands, found afresh.
-    assert passage_commands(passage(with_commands=False), 10, 30) == commands
+    assert passage_commands(passage(), 10, 30) == commands
 
 
 @pytest.mark.parametrize(
@@ -108,6 +107,32 @@ def test_a_command_no_cited_passage_holds_is_removed(invented: str) -> None:
         assert flagged[0].citation is None
         if shows(answer, real):
             assert shows(text, real)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Run [1]:\n\n```\nfrobctl purge --all-tenants\n```\n",
+        "Run [1]:\n\n```text\nledgerctl wipe ledger\n```\n",
+        "Run [1]:\n\n    ./scripts/reset-ledger.sh --yes\n",
+        "Then run `ledgerctl wipe --all` [1].",
+    ],
+)
+def test_code_of_any_language_that_no_cited_passage_holds_is_removed(answer: str) -> None:
+    text, commands = ground(answer, [(1, passage())])
+    assert [c.grounded for c in commands] == [False]
+    assert commands[0].command not in text and "(Removed 1 command" in text
+    assert commands[0].risk == "unknown"
+
+
+def test_code_lines_quoted_from_a_cited_passage_are_kept() -> None:
+    source = BODY + "\n```yaml\nsynchronous_mode: true\nmaximum_lag_on_failover: 1048576\n```\n"
+    answer = (
+        "Check the config [1]:\n\n```yaml\nsynchronous_mode:   true\n```\n\n"
+        "and `maximum_lag_on_failover: 1048576`."
+    )
+    text, commands = ground(answer, [(1, passage(source))])
+    assert text == answer and commands == ()
 
 
 def test_a_command_of_an_uncited_passage_is_not_grounded() -> None:
