@@ -58,12 +58,14 @@ def normalize(command: str, language: str = "shell") -> str:
     other space character (a no-break space is part of a word to a shell) stay as they are. A
     line break separates two shell commands, so it stays one (``a b`` and ``a`` then ``b`` on
     the next line are different commands); in SQL a line break is a blank, except the one that
-    ends a ``--`` comment.
+    ends a ``--`` comment. The lines after a shell heredoc operator (``<<``) are data, often
+    indented YAML or a script, and are kept as they are but for blanks at the very end.
     """
     sql = language in SQL_LANGUAGES
     text = command.replace("\r\n", "\n").replace("\r", "\n")
     out: list[str] = []
     owed = ""  # the separator owed before the next word: "", " " or "\n"
+    heredoc = False  # a heredoc operator was seen: the lines after this one are data
     i, n = 0, len(text)
 
     def word(part: str) -> None:
@@ -79,6 +81,8 @@ def normalize(command: str, language: str = "shell") -> str:
             owed = owed or " "
             i += 1
         elif ch == "\n":
+            if heredoc:
+                return "".join(out) + text[i:].rstrip()
             owed = "\n"
             i += 1
         elif not sql and ch == "\\":
@@ -103,6 +107,7 @@ def normalize(command: str, language: str = "shell") -> str:
             match = _PLAIN.match(text, i)
             end = match.end() if match and match.end() > i else i + 1
             word(text[i:end])
+            heredoc = heredoc or (not sql and "<<" in text[i:end])
             i = end
     return "".join(out)
 

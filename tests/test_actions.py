@@ -221,6 +221,19 @@ def test_the_canonical_form_ignores_only_blanks_that_change_nothing(variant: str
         ("echo 'a  b'   c", "echo 'a  b' c", "shell", True),
         ("SELECT *\n  FROM t\n WHERE a = 'x  y';", "SELECT * FROM t WHERE a = 'x  y';", "sql", True),
         ("SELECT * FROM t WHERE a = 'x  y';", "SELECT * FROM t WHERE a = 'x y';", "sql", False),
+        # a heredoc's lines are data (here YAML, where indentation is structure)
+        (
+            "kubectl  apply -f - <<EOF\nspec:\n  replicas: 0\nEOF\n",
+            "kubectl apply -f - <<EOF\nspec:\n  replicas: 0\nEOF  \n\n",
+            "shell",
+            True,
+        ),
+        (
+            "kubectl apply -f - <<EOF\nspec:\n  replicas: 0\nEOF",
+            "kubectl apply -f - <<EOF\nspec:\nreplicas: 0\nEOF",
+            "shell",
+            False,
+        ),
         # a line break ends a SQL comment: what follows it runs
         ("SELECT 1 -- note\nDROP TABLE t;", "SELECT 1 -- note DROP TABLE t;", "sql", False),
     ],
