@@ -6,12 +6,15 @@ so they survive rebuilds and restarts; writes run in ``BEGIN IMMEDIATE`` transac
 several processes can share the file.
 
 A *grant* is the last approval's result: ``rrg1.<claims>.<mac>``, the claims (request id,
-the SHA-256 of the command's canonical form, the requester, the expiry, a nonce kept with
-the request) in base64url JSON, HMAC-SHA256-signed with a key derived from the audit key.
-Redeeming it checks the signature, the command, the expiry, and then uses it up in one
-transaction (an update that only an approved, unexpired request with that nonce matches), so
-of several processes redeeming one grant exactly one succeeds. The library never runs a
-command.
+the SHA-256 of the command's canonical form and the language that form was taken in, the
+requester, the expiry, a nonce kept with the request) in base64url JSON, HMAC-SHA256-signed
+with a key derived from the audit key. Redeeming it checks the signature (in constant time),
+the command, the expiry, and then uses it up in one transaction (an update that only an
+approved, unexpired request with that nonce matches; the time is read once the transaction
+holds the write lock), so of several processes redeeming one grant exactly one succeeds. A
+denial clears the nonce, so a revoked grant verifies but matches nothing. Anything that is
+not a grant of this book, of any type or length, is :class:`GrantInvalid`. The library never
+runs a command.
 """
 
 from __future__ import annotations
@@ -40,19 +43,96 @@ STATUSES = ("pending", "not_required", "approved", "denied", "redeemed", "expire
 GRANT_PREFIX = "rrg1"
 MAX_GRANT_CHARS = 2048
 MAX_COMMAND_CHARS = 8192
-_CONTINUATION = re.compile(r"\\\r?\n")
-_SPACE = re.compile(r"\s+")
+REQUEST_ID = re.compile(r"a[0-9a-f]{16}")
+SQL_LANGUAGES = frozenset({"sql", "psql", "postgresql", "pgsql", "plpgsql"})
+# A run of characters without any meaning to the canonical form.
+_PLAIN = re.compile(r"[^ \t\n\\'\"#$-]+")
 
 
-def normalize(command: str) -> str:
-    """A command's canonical form: line continuations joined, runs of whitespace made one
-    space, the ends stripped. Commands are compared, and hashed, in this form."""
-    return _SPACE.sub(" ", _CONTINUATION.sub(" ", command)).strip()
+def normalize(command: str, language: str = "shell") -> str:
+    """A command's canonical form, in which commands are compared and hashed.
+
+    Only whitespace that cannot change what runs is made canonical: outside quotes, runs of
+    blanks become one space, the ends are stripped, and a shell's line continuations are
+    joined as the shell joins them. What is quoted, an escaped character, a comment, and any
+    other space character (a no-break space is part of a word to a shell) stay as they are. A
+    line break separates two shell commands, so it stays one (``a b`` and ``a`` then ``b`` on
+    the next line are different commands); in SQL a line break is a blank, except the one that
+    ends a ``--`` comment. The lines after a shell heredoc operator (``<<``) are data, often
+    indented YAML or a script, and are kept as they are but for blanks at the very end.
+    """
+    sql = language in SQL_LANGUAGES
+    text = command.replace("\r\n", "\n").replace("\r", "\n")
+    out: list[str] = []
+    owed = ""  # the separator owed before the next word: "", " " or "\n"
+    heredoc = False  # a heredoc operator was seen: the lines after this one are data
+    i, n = 0, len(text)
+
+    def word(part: str) -> None:
+        nonlocal owed
+        if owed and out:
+            out.append(owed)
+        owed = ""
+        out.append(part)
+
+    while i < n:
+        ch = text[i]
+        if ch in " \t" or (ch == "\n" and sql):
+            owed = owed or " "
+            i += 1
+        elif ch == "\n":
+            if heredoc:
+                return "".join(out) + text[i:].rstrip()
+            owed = "\n"
+            i += 1
+        elif not sql and ch == "\\":
+            if text.startswith("\n", i + 1):
+                i += 2  # a continuation: the shell removes both characters
+            else:
+                word(text[i : i + 2])
+                i += 2
+        elif ch in "'\"" or (not sql and text.startswith("$'", i)):
+            end = _quote_end(text, i, sql=sql)
+            word(text[i:end])
+            i = end
+        elif (not sql and ch == "#" and (owed or not out)) or (sql and text.startswith("--", i)):
+            end = text.find("\n", i)
+            end = n if end < 0 else end
+            word(text[i:end])
+            i = end
+            if sql and i < n:
+                owed = "\n"
+                i += 1
+        else:
+            match = _PLAIN.match(text, i)
+            end = match.end() if match and match.end() > i else i + 1
+            word(text[i:end])
+            heredoc = heredoc or (not sql and "<<" in text[i:end])
+            i = end
+    return "".join(out)
 
 
-def command_digest(command: str) -> str:
+def _quote_end(text: str, start: int, *, sql: bool) -> int:
+    """Where the quoted string that opens at ``start`` ends (past its closing quote); the
+    text's end when it never closes, so all the rest is kept as it is."""
+    if text[start] == "$":
+        quote, i, escapes = "'", start + 2, True
+    else:
+        quote, i = text[start], start + 1
+        escapes = not sql and quote == '"'
+    while i < len(text):
+        if escapes and text[i] == "\\":
+            i += 2
+        elif text[i] == quote:
+            return i + 1
+        else:
+            i += 1
+    return len(text)
+
+
+def command_digest(command: str, language: str = "shell") -> str:
     """The SHA-256 of a command's canonical form (what a grant is bound to)."""
-    return hashlib.sha256(normalize(command).encode()).hexdigest()
+    return hashlib.sha256(normalize(command, language).encode()).hexdigest()
 
 
 def step_commands(markdown: str, start_line: int = 1) -> tuple[StepCommand, ...]:
@@ -107,12 +187,14 @@ class ActionRequest:
     reason: str | None = None
     denied_by: str | None = None
     labels: tuple[str, ...] = field(default=(), repr=False)
+    language: str = "shell"
 
     def to_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
             "source": self.source,
             "command": self.command,
+            "language": self.language,
             "lines": [self.start_line, self.end_line],
             "risk": self.risk,
             "reasons": list(self.reasons),
@@ -208,9 +290,11 @@ class ActionBook:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield conn
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise ConfigError(f"cannot use the action requests: {exc}", path=self.path) from None
             raise
         finally:
             conn.close()
@@ -224,6 +308,9 @@ class ActionBook:
             try:
                 with conn:
                     conn.executescript(_SCHEMA)
+                    columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+                    if "language" not in columns:  # a file made before requests kept it
+                        conn.execute("ALTER TABLE requests ADD COLUMN language TEXT NOT NULL DEFAULT 'shell'")
             finally:
                 conn.close()
         except (OSError, sqlite3.Error) as exc:
@@ -235,8 +322,8 @@ class ActionBook:
         with self._db(write=True) as db:
             db.execute(
                 "INSERT INTO requests (id, source, command, start_line, end_line, risk, reasons, requester,"
-                " reason, status, approvals_needed, labels, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " reason, status, approvals_needed, labels, created_at, expires_at, language)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     request.id,
                     request.source,
@@ -252,6 +339,7 @@ class ActionBook:
                     json.dumps(list(request.labels)),
                     request.created_at,
                     request.expires_at,
+                    request.language,
                 ),
             )
 
@@ -267,14 +355,20 @@ class ActionBook:
             found = [r for r in (self._get(db, i) for i in ids) if r is not None]
         return [r for r in found if status is None or r.status == status]
 
-    def approve(self, request_id: str, approver: str, *, needed: int) -> tuple[ActionRequest, str | None]:
+    def approve(
+        self, request_id: str, approver: str, *, needed: int, risk: str | None = None
+    ) -> tuple[ActionRequest, str | None]:
         """Record ``approver``'s approval; with the last one needed, the request is approved and
         its grant returned. Re-checks, in the transaction, that it is still pending and that the
-        approver is neither its requester nor an earlier approver."""
+        approver is neither its requester nor an earlier approver. ``risk``, when the rules
+        found the command riskier now than when it was proposed, replaces the stored one
+        (never lowers it)."""
         with self._db(write=True) as db:
             request = self._get(db, request_id)
             if request is None or request.status != "pending":
                 raise ActionRefused(_not_pending(request_id, request))
+            if risk is not None and risk != request.risk:
+                db.execute("UPDATE requests SET risk = ? WHERE id = ?", (risk, request_id))
             if same_person(request.requester, approver):
                 raise ActionRefused(f"request {request_id}: its requester cannot approve it")
             if any(same_person(done, approver) for done in request.approved_by):
@@ -290,7 +384,8 @@ class ActionBook:
             grant = None
             if len(request.approved_by) + 1 >= needed:
                 nonce = secrets.token_urlsafe(12)
-                expires = now + self.grant_ttl
+                # The expiry the grant states is the one the book checks, to the millisecond.
+                expires = round(now + self.grant_ttl, 3)
                 db.execute(
                     "UPDATE requests SET status = 'approved', approvals_needed = ?, nonce = ?, expires_at = ?"
                     " WHERE id = ?",
@@ -320,39 +415,54 @@ class ActionBook:
     def redeem(self, grant: str, command: str) -> ActionRequest:
         """Check ``grant`` for ``command`` and use it up; raise :class:`GrantInvalid` saying why not."""
         claims = self._verify(grant)
-        if not hmac.compare_digest(str(claims["cmd"]), command_digest(command)):
+        if not isinstance(command, str) or not command.strip() or len(command) > MAX_COMMAND_CHARS:
+            raise GrantInvalid(f"the command must be text of 1 to {MAX_COMMAND_CHARS} characters")
+        if not _same(claims["cmd"], command_digest(command, claims["lang"])):
             raise GrantInvalid("the grant is for another command")
-        now = self.clock()
-        if now >= float(claims["exp"]):
-            raise GrantInvalid(f"the grant expired at {_iso(float(claims['exp']))}")
         with self._db(write=True) as db:
+            # The time is read once the write lock is held: waiting for it cannot stretch a grant.
+            now = self.clock()
+            if now >= claims["exp"]:
+                raise GrantInvalid(f"the grant expired at {_iso(claims['exp'])}")
             used = db.execute(
                 "UPDATE requests SET status = 'redeemed', redeemed_at = ?"
                 " WHERE id = ? AND status = 'approved' AND nonce = ? AND expires_at > ?",
                 (now, claims["id"], claims["n"], now),
             ).rowcount
-            request = self._get(db, str(claims["id"]))
-        if used != 1 or request is None:
-            if request is not None and request.status == "redeemed":
-                raise GrantInvalid("the grant was redeemed already (a grant is good for one use)")
-            if request is not None and request.status == "denied":
-                raise GrantInvalid("the request was denied")
-            raise GrantInvalid("the grant is not valid for any approved request")
-        return request
+            request = self._get(db, claims["id"])
+        if used == 1 and request is not None:
+            return request
+        if request is not None and request.status == "redeemed":
+            raise GrantInvalid("the grant was redeemed already (a grant is good for one use)")
+        if request is not None and request.status == "denied":
+            raise GrantInvalid(f"request {request.id} was denied or its grant revoked")
+        if request is not None and request.status == "expired":
+            raise GrantInvalid(f"request {request.id} expired")
+        raise GrantInvalid("the grant is not valid for any approved request")
+
+    def request_of(self, grant: object) -> str | None:
+        """The request id a grant names, when its signature verifies (for the audit trail)."""
+        try:
+            return str(self._verify(grant)["id"])
+        except GrantInvalid:
+            return None
 
     def _sign(self, request: ActionRequest, nonce: str, expires: float) -> str:
         claims = {
             "id": request.id,
-            "cmd": command_digest(request.command),
+            "cmd": command_digest(request.command, request.language),
+            "lang": request.language,
             "req": request.requester,
-            "exp": round(expires, 3),
+            "exp": expires,
             "n": nonce,
         }
         body = _b64(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
         signed = f"{GRANT_PREFIX}.{body}"
         return f"{signed}.{_b64(hmac.new(self._key, signed.encode(), hashlib.sha256).digest())}"
 
-    def _verify(self, grant: str) -> dict[str, Any]:
+    def _verify(self, grant: object) -> dict[str, Any]:
+        """The claims of a grant signed with this book's key; :class:`GrantInvalid` for anything
+        else (any type, any length, any text), never another error."""
         malformed = GrantInvalid("the grant is malformed, or its signature does not verify")
         if not isinstance(grant, str) or len(grant) > MAX_GRANT_CHARS:
             raise malformed
@@ -361,7 +471,7 @@ class ActionBook:
             raise malformed
         signed = f"{parts[0]}.{parts[1]}"
         expected = _b64(hmac.new(self._key, signed.encode(), hashlib.sha256).digest())
-        if not hmac.compare_digest(expected, parts[2]):
+        if not _same(parts[2], expected):
             raise malformed
         try:
             claims = json.loads(_unb64(parts[1]))
@@ -370,18 +480,22 @@ class ActionBook:
         keys: dict[str, type | tuple[type, ...]] = {
             "id": str,
             "cmd": str,
+            "lang": str,
             "req": str,
             "exp": (int, float),
             "n": str,
         }
-        if not isinstance(claims, dict) or not all(isinstance(claims.get(k), t) for k, t in keys.items()):
+        if not isinstance(claims, dict) or not all(
+            isinstance(claims.get(k), t) and not isinstance(claims.get(k), bool) for k, t in keys.items()
+        ):
             raise malformed
         return claims
 
     def _get(self, db: sqlite3.Connection, request_id: str) -> ActionRequest | None:
         row = db.execute(
             "SELECT id, source, command, start_line, end_line, risk, reasons, requester, reason, status,"
-            " approvals_needed, labels, created_at, expires_at, denied_by FROM requests WHERE id = ?",
+            " approvals_needed, labels, created_at, expires_at, denied_by, language"
+            " FROM requests WHERE id = ?",
             (request_id,),
         ).fetchone()
         if row is None:
@@ -395,7 +509,9 @@ class ActionBook:
         status, expires, created = row[9], row[13], row[12]
         now = self.clock()
         if status == "pending":
-            expires = created + self.pending_ttl
+            # A shorter setting shortens the wait; a longer one never revives an expired request.
+            lapse = created + self.pending_ttl
+            expires = lapse if expires is None else min(expires, lapse)
         if status in ("pending", "approved") and expires is not None and now >= expires:
             status = "expired"
         return ActionRequest(
@@ -415,6 +531,7 @@ class ActionBook:
             expires_at=expires,
             approved_by=approvers,
             denied_by=row[14],
+            language=row[15],
         )
 
 
@@ -436,7 +553,8 @@ CREATE TABLE IF NOT EXISTS requests (
     expires_at REAL,
     nonce TEXT,
     denied_by TEXT,
-    redeemed_at REAL
+    redeemed_at REAL,
+    language TEXT NOT NULL DEFAULT 'shell'
 );
 CREATE TABLE IF NOT EXISTS approvals (
     request_id TEXT NOT NULL REFERENCES requests(id),
@@ -451,6 +569,11 @@ def _not_pending(request_id: str, request: ActionRequest | None) -> str:
     if request is None:
         return f"request {request_id}: no such request you may act on"
     return f"request {request_id} is {request.status}, not pending"
+
+
+def _same(given: object, expected: str) -> bool:
+    """A constant-time comparison of ``given`` (any value) with ``expected``."""
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _b64(data: bytes) -> str:
