@@ -10,18 +10,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
-from .cli import TEXT, _emit, _index_option, _json_option
+from .cli import TEXT, _emit, _index_option, _json_option, _principal_options
 
 if TYPE_CHECKING:
     from .index import RunbookIndex
     from .records import Principal
 
 MAX_SCRIPT_CHARS = 1_000_000
-F = TypeVar("F", bound=Any)
 
 
 def _principal(user: str, groups: Sequence[str]) -> Principal:
@@ -34,18 +33,6 @@ def _open(index_path: Path | None) -> RunbookIndex:
     from .index import RunbookIndex
 
     return RunbookIndex(index_path, interface="cli")
-
-
-def _who(fn: F) -> F:
-    fn = click.option(
-        "--group",
-        "groups",
-        type=TEXT,
-        multiple=True,
-        required=True,
-        help="A group of the caller (repeatable).",
-    )(fn)
-    return click.option("--user", type=TEXT, required=True, help="The caller's user id.")(fn)
 
 
 @click.command("classify")
@@ -100,7 +87,7 @@ def actions() -> None:
 @actions.command("propose")
 @click.option("--source", type=TEXT, required=True, help="The runbook (its source path, as hits name it).")
 @click.option("--command", "command", type=TEXT, required=True, help="The command, as the runbook has it.")
-@_who
+@_principal_options
 @click.option("--reason", type=TEXT, help="Why it should run (kept with the request).")
 @_index_option
 @_json_option
@@ -126,7 +113,7 @@ def propose(
 
 @actions.command("approve")
 @click.argument("request_id", type=TEXT)
-@_who
+@_principal_options
 @_index_option
 @_json_option
 def approve(
@@ -148,7 +135,7 @@ def approve(
 
 @actions.command("deny")
 @click.argument("request_id", type=TEXT)
-@_who
+@_principal_options
 @click.option("--reason", type=TEXT, help="Why (kept in the audit trail).")
 @_index_option
 @_json_option

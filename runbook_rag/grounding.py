@@ -18,8 +18,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from .actions import normalize, step_commands
-from .commands import classify, extract_commands
+from .actions import step_commands
+from .commands import classify, extract_commands, normalize
 from .records import AnswerCommand, Hit, StepCommand
 
 REMOVED_NOTE = "(Removed {n} command{s} that no cited runbook holds.)"
@@ -36,7 +36,7 @@ def risk_marks(commands: Sequence[StepCommand]) -> str:
     lines = []
     for c in commands:
         # Whole, never shortened: the flag that makes a command destructive may come last.
-        shown = normalize(c.command).replace("`", "'")
+        shown = " ".join(c.command.split()).replace("`", "'")
         gate = "" if c.risk == "read" else ", needs approval"
         lines.append(f"- {c.risk}{gate}: `{shown}`")
     return "\n".join(lines)
@@ -54,7 +54,7 @@ def ground(text: str, cited: Sequence[tuple[int, Hit]]) -> tuple[str, tuple[Answ
     quoted: set[str] = set()
     for n, hit in cited:
         for c in (*hit.commands, *step_commands(hit.text, hit.start_line)):
-            held.setdefault(normalize(c.command), (n, c))
+            held.setdefault(normalize(c.command, c.language), (n, c))
         quoted.update(normalize(line) for line in hit.text.split("\n"))
         quoted.update(normalize(span) for span in _spans(hit.text))
     lines = text.split("\n")
@@ -64,7 +64,7 @@ def ground(text: str, cited: Sequence[tuple[int, Hit]]) -> tuple[str, tuple[Answ
     for command in extract_commands(text, 1):
         first, last = command.start_line - 1, command.end_line
         covered.update(range(first, last))
-        key = normalize(command.text)
+        key = normalize(command.text, command.language)
         if key in held:
             n, step = held[key]
             out.append(AnswerCommand(step.command, step.risk, step.reasons, True, n))

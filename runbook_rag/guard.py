@@ -42,11 +42,10 @@ from .actions import (
     Redemption,
     RunbookView,
     command_digest,
-    normalize,
     same_person,
 )
 from .audit import Auditor
-from .commands import RISKS, classify
+from .commands import RISKS, classify, normalize
 from .errors import ActionRefused, GrantInvalid
 from .records import Principal, StepCommand
 from .redaction import redact
@@ -211,17 +210,18 @@ class Guard:
         self, *, principal: Principal | None = None, status: str | None = None
     ) -> list[ActionRequest]:
         """The requests whose runbook ``principal`` may read now (all for None: the operator's
-        view)."""
+        view). The listing is audited (``action.list``) with the number of requests shown."""
         found = self.book.requests(status=status)
-        if principal is None:
-            return found
-        readable: dict[str, bool] = {}
-        out = []
-        for request in found:
-            if request.source not in readable:
-                readable[request.source] = self._view_of(request.source, principal) is not None
-            if readable[request.source] and is_entitled(principal, request.labels):
-                out.append(request)
+        out = found
+        if principal is not None:
+            readable: dict[str, bool] = {}
+            out = []
+            for request in found:
+                if request.source not in readable:
+                    readable[request.source] = self._view_of(request.source, principal) is not None
+                if readable[request.source] and is_entitled(principal, request.labels):
+                    out.append(request)
+        self._auditor.action("list", principal, outcome="ok", status=status, shown=len(out))
         return out
 
     def _decidable(

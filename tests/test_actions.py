@@ -25,9 +25,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from runbook_rag import RunbookIndex
-from runbook_rag.actions import GRANT_PREFIX, MAX_GRANT_CHARS, ActionBook, command_digest, normalize
+from runbook_rag.actions import GRANT_PREFIX, MAX_GRANT_CHARS, ActionBook, command_digest
 from runbook_rag.audit import verify
 from runbook_rag.cardholder import luhn_valid
+from runbook_rag.commands import normalize
 from runbook_rag.errors import ActionRefused, GrantInvalid
 from runbook_rag.records import Principal
 from runbook_rag.settings import Settings

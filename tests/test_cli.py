@@ -39,7 +39,7 @@ def test_search_json_contract(capsys, sample_index_path: Path) -> None:
     assert code == 0
     hits = json.loads(out)["hits"]
     assert len(hits) == 3
-    assert set(hits[0]) == {"chunk_id", "source", "title", "heading", "lines", "score", "text"}
+    assert set(hits[0]) == {"chunk_id", "source", "title", "heading", "lines", "score", "text", "commands"}
     assert hits[0]["source"] == "finance/ledger-kafka-consumer-lag.md"
     start, end = hits[0]["lines"]
     assert 1 <= start <= end
@@ -61,7 +61,7 @@ def test_ask_json_contract_and_no_leak(capsys, sample_index_path: Path) -> None:
     )
     assert code == 0
     body = json.loads(out)
-    assert set(body) == {"answer", "abstained", "citations", "mode", "fallback_reason", "usage"}
+    assert set(body) == {"answer", "abstained", "citations", "commands", "mode", "fallback_reason", "usage"}
     assert body["mode"] == "extractive" and body["fallback_reason"] is None
     assert set(body["usage"]) >= {"stages_ms", "model", "prompt_tokens", "completion_tokens", "cost"}
     assert "hsm-outage" not in out and "HP-E030" not in out

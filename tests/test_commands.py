@@ -223,16 +223,16 @@ def test_psql_output_in_a_sql_block_is_skipped() -> None:
     [
         ("kubectl logs deploy/api \\\n  --since=10m", "kubectl logs deploy/api --since=10m"),
         ("helm  rollback\tapi \t 3", "helm rollback api 3"),
-        ("  psql <<EOF\nSELECT 1;\nEOF\n", "psql <<EOF SELECT 1; EOF"),
+        ("  psql <<EOF\n  SELECT 1;\nEOF\n", "psql <<EOF\n  SELECT 1;\nEOF"),  # a heredoc's lines are data
         ("kubectl get\\\npods", "kubectl getpods"),  # bash joins the words: no space is added
         ("kubectl get \\\r\n  pods", "kubectl get pods"),
-        ("echo a\\\\\nls", "echo a\\\\ ls"),  # an escaped backslash does not continue the line
+        ("echo a\\\\\nls", "echo a\\\\\nls"),  # an escaped backslash does not continue the line
         ("$ kubectl get pods", "$ kubectl get pods"),
-        ("#  systemctl   status x", "# systemctl status x"),
+        ("#  systemctl   status x", "#  systemctl   status x"),  # a comment is kept as it is
         ("", ""),
     ],
 )
-def test_normalize_joins_continuations_and_collapses_whitespace(text: str, expected: str) -> None:
+def test_normalize_joins_continuations_and_collapses_blanks(text: str, expected: str) -> None:
     assert normalize(text) == expected
 
 
@@ -243,10 +243,9 @@ def test_extracted_commands_normalise_to_what_was_written_on_one_line() -> None:
 
 
 @given(st.text(alphabet=st.sampled_from(list("ab $#'\"\\\t\r\n\u00a0\u2003;|")), max_size=40))
-def test_normalize_is_idempotent_and_leaves_no_line_breaks_or_runs_of_space(text: str) -> None:
+def test_normalize_is_idempotent(text: str) -> None:
     once = normalize(text)
     assert normalize(once) == once
-    assert "\n" not in once and "  " not in once and once == once.strip()
 
 
 # --- classification: tools by verb and flag ------------------------------------------------------

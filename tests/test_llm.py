@@ -308,7 +308,11 @@ def test_hostile_links_through_the_real_endpoint(server: FakeOpenAI, sample_inde
     assert answer.mode == "llm" and answer.fallback_reason is None and answer.usage.llm_calls == 1
     assert rendered_problems(answer.text) == []
     assert "[grafana](https://grafana.example.com/d/1)" in answer.text
-    assert "```bash\ncurl -fsS https://evil.example/health <b>\n```" in answer.text  # code as written
+    # The links are taken out; the model's own command, in no cited passage, is removed as ungrounded.
+    assert "evil.example/health" not in answer.text and "(Removed 1 command" in answer.text
+    assert [(c.command, c.grounded) for c in answer.commands] == [
+        ("curl -fsS https://evil.example/health <b>", False)
+    ]
     assert re.search(r"says \[\d\]\.", answer.text) and "[img]:" not in answer.text
 
 

@@ -279,9 +279,10 @@ def test_every_step_is_audited_as_http_and_counted_without_ids(served) -> None:
         ("action.propose", "pending"),
         ("action.approve", "granted"),
         ("action.redeem", "redeemed"),
+        ("action.redeem", "refused"),  # the replay
     ]
     assert all(r["interface"] == "http" for r in steps)
-    assert [r["principal"]["id"] for r in steps] == ["sam", "lee", "runner"]
+    assert [r["principal"]["id"] for r in steps] == ["sam", "lee", "runner", "runner"]
     replay = [r for r in records if r["action"] == "action.redeem" and r["outcome"] == "refused"]
     assert replay and replay[-1]["principal"]["id"] == "runner"
     assert grant not in log.read_text()

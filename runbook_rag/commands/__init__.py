@@ -37,7 +37,8 @@ removal), ``wrappers`` (a command by its words), ``tools`` with ``clusters``, ``
 
 from __future__ import annotations
 
-from .extract import extract_commands, normalize
+from .canonical import normalize
+from .extract import extract_commands
 from .risks import RISKS, Classification, Command, Language, Risk
 from .shell import classify
 

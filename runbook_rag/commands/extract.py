@@ -19,20 +19,6 @@ _PROMPT = re.compile(
     r"|(?:ba|z)?sh-\d+(?:\.\d+)*[$#])\s+(?=\S)"
 )
 _SQL_END = re.compile(r";\s*(--.*)?$")
-# a backslash before a line break, unless the backslash is itself escaped (``\\`` then a break)
-_CONTINUATION = re.compile(r"(?<!\\)((?:\\\\)*)\\\r?\n")
-
-
-def normalize(command_text: str) -> str:
-    """The form in which two commands are compared: line continuations joined, every run of
-    whitespace one space, no leading or trailing space.
-
-    Nothing else changes: quotes, case and a ``$ ``/``# `` prefix stay (extraction has already
-    removed prompts). Whitespace inside quotes is collapsed too: the result is a key to compare
-    by, not a command to run.
-    """
-    joined = _CONTINUATION.sub(r"\1", command_text)
-    return re.sub(r"\s+", " ", joined).strip()
 
 
 def extract_commands(markdown_text: str, start_line: int = 1) -> list[Command]:
