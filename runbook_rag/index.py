@@ -201,6 +201,30 @@ class RunbookIndex:
         per_document = self.settings.per_document if per_document is None else per_document
         return self._audited_search("search", query, principal, k, mode, per_document)
 
+    def section(self, chunk_id: str, *, principal: Principal) -> Hit:
+        """The passage ``chunk_id`` (a hit's or citation's id), fetched through ``principal``'s
+        filter and re-checked. :class:`~runbook_rag.errors.QueryError` alike when it does not
+        exist and when ``principal`` may not read it. Audited as ``section``."""
+        return self._auditor.run(
+            "section", principal, chunk_id, lambda trace: self._section(chunk_id, principal, trace)
+        )
+
+    def _section(self, chunk_id: str, principal: Principal, trace: QueryTrace) -> Hit:
+        from .access import where_filter
+        from .errors import QueryError
+        from .ranking import passage_hit
+
+        generation = self._served.current()
+        trace.generation = generation.manifest.generation
+        missing = QueryError("no passage with that id that you may read")
+        if not isinstance(chunk_id, str) or not 0 < len(chunk_id) <= 200:
+            raise missing
+        where = where_filter(principal, generation.manifest.label_sets)
+        match = generation.store.chunk(chunk_id, where) if where is not None else None
+        if match is None:
+            raise missing
+        return passage_hit(match, principal)
+
     def answer(
         self,
         question: str,

@@ -22,7 +22,7 @@ the calibrated threshold.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from .access import check_entitled, is_entitled, where_filter
@@ -167,6 +167,11 @@ def rank(
 def _named_in_heading(match: StoredMatch, identifier_terms: set[str]) -> bool:
     head = " ".join((str(match.metadata["title"]), *match.heading_path))
     return bool(identifier_terms.intersection(terms(head)))
+
+
+def passage_hit(match: StoredMatch, principal: Principal) -> Hit:
+    """A stored chunk fetched by id as a hit for ``principal`` (re-checked), scored 1."""
+    return replace(_to_hit(match, principal, {}, 1.0), score=1.0, evidence=None)
 
 
 def _to_hit(match: StoredMatch, principal: Principal, weights: dict[str, float], ceiling: float) -> Hit:

@@ -284,6 +284,13 @@ class ChromaStore:
             )
         ]
 
+    def chunk(self, chunk_id: str, where: dict[str, Any]) -> StoredMatch | None:
+        """The chunk ``chunk_id`` when ``where`` (the principal's filter) allows it, else None."""
+        got = self._collection.get(ids=[chunk_id], where=where, include=["documents", "metadatas"])
+        if not got["ids"]:
+            return None
+        return StoredMatch(got["ids"][0], 0.0, got["documents"][0] or "", dict(got["metadatas"][0] or {}))
+
     def runbook(self, source: str, where: dict[str, Any]) -> list[StoredMatch]:
         """The chunks of the runbook ``source`` that ``where`` (the principal's filter) allows."""
         got = self._collection.get(
