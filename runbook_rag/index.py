@@ -15,7 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import runtime
+from . import runtime, tracing
 from .access import LABEL_SEP, AccessMap
 from .answer import extractive_answer
 from .audit import AuditEvent, open_auditor
@@ -381,18 +381,21 @@ class RunbookIndex:
         per_document: int,
         trace: QueryTrace,
     ) -> list[Hit]:
-        generation, retrievers = self._served.retrievers()
-        trace.generation = generation.manifest.generation
-        trace.mode = mode = mode or self.settings.retrieval
-        return rank(
-            retrievers,
-            principal=principal,
-            query=query,
-            k=k or self.settings.k,
-            mode=mode,
-            per_document=per_document,
-            trace=trace,
-        )
+        with tracing.span("retrieve") as span:
+            generation, retrievers = self._served.retrievers()
+            trace.generation = generation.manifest.generation
+            trace.mode = mode = mode or self.settings.retrieval
+            hits = rank(
+                retrievers,
+                principal=principal,
+                query=query,
+                k=k or self.settings.k,
+                mode=mode,
+                per_document=per_document,
+                trace=trace,
+            )
+            span.set_attributes({"runbook_rag.mode": mode, "runbook_rag.hits": len(hits)})
+        return hits
 
     def _answer(
         self,

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from . import tracing
 from .access import entitle
 from .answer import ABSTAIN_TEXT, extractive_answer
 from .errors import ConfigError
@@ -132,12 +133,15 @@ def llm_answer(
     """An answer written by ``llm`` from ``hits`` (already access-checked, best first)."""
     stages = {"retrieve": retrieve_ms}
     started = time.perf_counter()
-    extractive = extractive_answer(question, hits, abstain_below=abstain_below)
-    if extractive.abstained:  # nothing relevant: the model is not asked
-        stages["prompt"] = _ms(started)
-        return replace(extractive, usage=Usage(stages, model=_model_name(llm)))
-    passages = entitle(principal, [h for h in hits if _evidence(h) >= abstain_below][:MAX_PASSAGES])
-    prompt = build_prompt(question, passages, principal=principal)
+    with tracing.span("prompt") as span:
+        extractive = extractive_answer(question, hits, abstain_below=abstain_below)
+        if extractive.abstained:  # nothing relevant: the model is not asked
+            stages["prompt"] = _ms(started)
+            span.set_attribute("runbook_rag.abstained", True)
+            return replace(extractive, usage=Usage(stages, model=_model_name(llm)))
+        passages = entitle(principal, [h for h in hits if _evidence(h) >= abstain_below][:MAX_PASSAGES])
+        prompt = build_prompt(question, passages, principal=principal)
+        span.set_attribute("runbook_rag.passages", len(passages))
     stages["prompt"] = _ms(started)
     messages = [_message("system", prompt.system), _message("user", prompt.user)]
     reported: tuple[int, int] | None = None  # tokens the endpoint reported, summed over calls
@@ -146,8 +150,27 @@ def llm_answer(
     reason = "invalid_output"
     for _ in range(2):
         started = time.perf_counter()
+        model = _model_name(llm)
+        chat_span = tracing.span(
+            f"chat {model or ''}".strip(),
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": model,
+            },
+            kind="client",
+        )
         try:
-            content, counts = _chat(llm, messages, policy)
+            with chat_span as span:
+                content, counts, about = _chat(llm, messages, policy)
+                span.set_attributes(
+                    {
+                        "gen_ai.response.model": about.get("model"),
+                        "gen_ai.response.finish_reasons": about.get("finish_reasons"),
+                        "gen_ai.usage.input_tokens": counts[0] if counts else None,
+                        "gen_ai.usage.output_tokens": counts[1] if counts else None,
+                    }
+                )
         except _Unavailable as exc:
             reason = exc.reason
             stages["llm"] += _ms(started)
@@ -159,7 +182,9 @@ def llm_answer(
             reported = (before[0] + counts[0], before[1] + counts[1])
         started = time.perf_counter()
         try:
-            answer = _validated(content, prompt, policy)
+            with tracing.span("validate") as span:
+                answer = _validated(content, prompt, policy)
+                span.set_attribute("runbook_rag.ungrounded_commands", len(answer.ungrounded))
         except InvalidReply as exc:
             stages["validate"] += _ms(started)
             reason = exc.reason
@@ -183,10 +208,14 @@ class _Unavailable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.error_type = reason  # what a trace records: timeout or llm_error
 
 
-def _chat(llm: Any, messages: list[Any], policy: LLMPolicy) -> tuple[str, tuple[int, int] | None]:
-    """One reply, with a timeout and bounded retries with backoff on errors."""
+def _chat(
+    llm: Any, messages: list[Any], policy: LLMPolicy
+) -> tuple[str, tuple[int, int] | None, dict[str, Any]]:
+    """One reply, with a timeout and bounded retries with backoff on errors; its token counts
+    when the endpoint reported them, and the responding model and finish reasons."""
     for attempt in range(policy.retries + 1):
         pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         future = pool.submit(llm.chat, messages)
@@ -210,8 +239,26 @@ def _chat(llm: Any, messages: list[Any], policy: LLMPolicy) -> tuple[str, tuple[
             continue
         finally:
             pool.shutdown(wait=False)
-        return content, counts
+        return content, counts, _about(response)
     raise _Unavailable("llm_error")  # pragma: no cover - the loop always returns or raises
+
+
+def _about(response: Any) -> dict[str, Any]:
+    """The responding model and the finish reasons of a chat response, where it says them."""
+    raw = getattr(response, "raw", None)
+    get = raw.get if isinstance(raw, dict) else lambda key, default=None: getattr(raw, key, default)
+    choices = get("choices", None) or []
+    reasons = []
+    for choice in choices:
+        reason = (
+            choice.get("finish_reason")
+            if isinstance(choice, dict)
+            else getattr(choice, "finish_reason", None)
+        )
+        if reason:
+            reasons.append(str(reason))
+    model = get("model", None)
+    return {"model": str(model) if model else None, "finish_reasons": reasons or None}
 
 
 def _validated(content: str, prompt: Prompt, policy: LLMPolicy) -> Answer:

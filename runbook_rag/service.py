@@ -43,6 +43,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import tracing
 from .actions import MAX_COMMAND_CHARS, STATUSES
 from .audit import AuditEvent
 from .errors import (
@@ -476,14 +477,20 @@ class _Gate:
                 status = int(message["status"])
             await send(message)
 
-        try:
-            admitted = await self._admit(scope, receive)
-            if isinstance(admitted, int):
-                await _refuse(sending, admitted, self.max_body)
-            else:
-                await self.app(scope, admitted, sending)
-        finally:
-            self.record(scope["method"], scope["path"], status, time.perf_counter() - started)
+        route = route_of(scope["method"], scope["path"])
+        # One span per request, named by its route (never by an id in the path).
+        name = f"{scope['method']} {route[1] if route else 'unknown'}"
+        attributes = {"http.request.method": scope["method"], "http.route": route[1] if route else None}
+        with tracing.span(name, attributes, kind="server") as span:
+            try:
+                admitted = await self._admit(scope, receive)
+                if isinstance(admitted, int):
+                    await _refuse(sending, admitted, self.max_body)
+                else:
+                    await self.app(scope, admitted, sending)
+            finally:
+                span.set_attribute("http.response.status_code", status)
+                self.record(scope["method"], scope["path"], status, time.perf_counter() - started)
 
     async def _admit(self, scope: Scope, receive: Receive) -> int | Receive:
         """The status to refuse with, or how the application receives the request's body."""

@@ -57,6 +57,7 @@ NOT_RUN = {
     "--llm-base-url": "needs a model server; tests/test_llm.py asks a local OpenAI-compatible one",
     "RUNBOOK_RAG_CHROMA_HOST": "needs a Chroma server; tests/test_chroma_server.py builds on a local one",
     "--confluence-url": "needs Confluence; tests/test_confluence_api.py mirrors spaces from a local fake",
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "needs a collector; tests/test_tracing.py exports to memory and to stdout",
 }
 
 _VOLATILE = [

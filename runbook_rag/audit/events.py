@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import tracing
 from ..records import Answer, Hit, Principal, QueryTrace
+from ..redaction import redact
 from ..settings import AuditSettings
 from .keys import resolve_audit
 from .trail import AuditLog
@@ -90,15 +92,43 @@ class Auditor:
         query: str,
         run: Callable[[QueryTrace], T],
     ) -> T:
-        """``run`` the query, then append its record; a record that cannot be written fails it."""
+        """``run`` the query, then append its record; a record that cannot be written fails it.
+        The query is one span of a trace when tracing is on (see :mod:`runbook_rag.tracing`)."""
         started = time.perf_counter()
         trace = QueryTrace()
-        try:
-            result = run(trace)
-        except Exception as exc:  # every failure is audited too, then raised as it was
-            self._append(action, principal, query, trace, started, None, f"error:{type(exc).__name__}")
-            raise
-        self._append(action, principal, query, trace, started, result, None)
+        attributes = {
+            "runbook_rag.action": action,
+            "runbook_rag.interface": self.interface,
+            "enduser.id": principal.user_id,
+            # Masked, and only where the audit trail keeps query text.
+            "runbook_rag.query": redact(query).text
+            if self.log.keeps_query_text and isinstance(query, str)
+            else None,
+        }
+        with tracing.span(f"runbook_rag {action}", attributes) as span:
+            try:
+                result = run(trace)
+            except Exception as exc:  # every failure is audited too, then raised as it was
+                self._append(action, principal, query, trace, started, None, f"error:{type(exc).__name__}")
+                raise
+            self._append(action, principal, query, trace, started, result, None)
+            span.set_attributes(
+                {
+                    "runbook_rag.generation": trace.generation,
+                    "runbook_rag.mode": trace.mode,
+                    "runbook_rag.results": len(result) if isinstance(result, list) else None,
+                }
+            )
+            if isinstance(result, Answer):
+                span.set_attributes(
+                    {
+                        "runbook_rag.answer_mode": result.mode,
+                        "runbook_rag.abstained": result.abstained,
+                        "runbook_rag.citations": len(result.citations),
+                        "runbook_rag.fallback_reason": result.fallback_reason,
+                        "runbook_rag.ungrounded_commands": len(result.ungrounded),
+                    }
+                )
         return result
 
     def action(self, action: str, principal: Principal | None, *, outcome: str, **fields: Any) -> None:

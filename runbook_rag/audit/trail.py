@@ -81,6 +81,11 @@ class AuditLog:
         """The query's HMAC: lets an auditor match a known query without the log keeping its text."""
         return hmac.new(self._key, query.encode(), hashlib.sha256).hexdigest()
 
+    @property
+    def keeps_query_text(self) -> bool:
+        """Whether records keep the (masked) query, or only its HMAC."""
+        return self._keep_text
+
     def derive_key(self, purpose: str) -> bytes:
         """A key for another use (signing grants), derived from the audit key: holding it
         does not give the audit key."""
