@@ -658,9 +658,11 @@ class _ProgressBars:
 
 def _register_actions() -> None:
     from .cli_actions import actions, classify_command
+    from .cli_mcp import mcp_command
 
     cli.add_command(classify_command)
     cli.add_command(actions)
+    cli.add_command(mcp_command)
 
 
 _register_actions()

@@ -31,7 +31,17 @@ LOWER = {
     "store",
 }
 # The front doors and what drives them.
-UPPER = {"index", "service", "cli", "cli_actions", "evaluation", "retriever", "__main__"}
+UPPER = {
+    "index",
+    "service",
+    "mcp_server",
+    "cli",
+    "cli_actions",
+    "cli_mcp",
+    "evaluation",
+    "retriever",
+    "__main__",
+}
 
 
 def module_name(path: Path) -> str:
