@@ -363,11 +363,16 @@ def ask(
     metavar="METRIC=VALUE",
     help="Exit 1 when METRIC is below VALUE, e.g. recall@5=0.9 (repeatable).",
 )
-@click.option("--per-query", is_flag=True, help="With --json, include every query's ranking.")
+@click.option(
+    "--per-query",
+    is_flag=True,
+    help="With --json, include every query's ranking and, with a model, its answer, sentences and cost.",
+)
 @click.option(
     "--llm-base-url",
     type=TEXT,
-    help="Also answer every query through this OpenAI-compatible endpoint and measure the model.",
+    help="Also answer every query through this OpenAI-compatible endpoint and measure the answers "
+    "(citations, support, fallbacks, abstention, must_include, tokens, cost, latency).",
 )
 @click.option("--llm-model", type=TEXT, help="The model name at that endpoint.")
 @_json_option
@@ -389,7 +394,9 @@ def evaluate(
 
     Each line runs as its own "groups" (and "user") when it has them; the other lines as
     --group, or with --all-groups as an operator who may read every runbook (audited as
-    --user). Exits 1 when any forbidden document was returned or a --fail-under gate fails.
+    --user). With --llm-base-url, every query is also answered by the model and its answers
+    are measured (under "llm" with --json). Exits 1 when any forbidden document was returned
+    or a --fail-under gate fails.
     """
     from .errors import ConfigError
     from .evaluation import dumps, load_queries, report_table

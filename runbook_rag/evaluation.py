@@ -12,6 +12,32 @@ at document level: a query's ranking is the distinct sources of its hits, in ord
 queries whose extractive answer cites a relevant runbook first (an abstention counts as
 a miss): the answer is made from the passages ``ask`` would use when a passage search is
 given, else from the document ranking's hits.
+
+With a model (``answer_with_model``), every query is also answered through it, and the
+``llm`` metrics say how those answers fare (:func:`model_metrics`):
+
+- ``invalid_citation_rate``: the share of answers the model replied to in which it cited a
+  number that was no block of its prompt. The reply checks refuse such a reply, so the
+  answer falls back (``invalid_output``) after the retry: an answer that fell back after a
+  reply was refused for its citations counts, and so does a model-written answer whose
+  citation does not name the passage of that block. A reply refused for its citations and
+  then corrected on the retry is counted in ``invalid_citation_replies`` only.
+- ``support_rate``: the share of the sentences of model-written answers that the passages
+  they cite support (:mod:`runbook_rag.support`); ``unsupported_answer_rate`` is the share
+  of those answers with at least one unsupported sentence.
+- ``ungrounded_command_rate``: the share of model-written answers with a command no cited
+  passage holds (removed from the answer).
+- ``fallback_rate`` and ``fallback_by_reason``: the share of answers that fell back to the
+  extractive answer, in all and per reason. An answer that abstained because no passage
+  cleared the threshold never asked the model (``not_asked``) and is no fallback.
+- ``abstention_agreement``: the share of answers that abstain exactly when the query line
+  says to (``relevant: []``), whoever wrote them: it is the answer the caller gets.
+- ``must_include_recall``: of the strings query lines list in ``must_include``, the share
+  found in their answers (case and spacing ignored).
+- tokens and cost in total and per answer, and the latency of answering through the model
+  (p50, p95, total), with the p50 of each stage.
+
+A query line may list ``must_include``: strings the answer must contain.
 """
 
 from __future__ import annotations
@@ -29,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .answer import extractive_answer
 from .errors import ConfigError
 from .records import Answer, Hit, Principal
+from .support import SentenceSupport, answer_support
 
 CUTOFFS = (1, 5, 10)
 
@@ -45,6 +72,7 @@ class EvalQuery(BaseModel):
     groups: list[str] | None = None
     user: str | None = None
     kind: str | None = None
+    must_include: list[str] = []
 
 
 def load_queries(path: Path | str) -> list[EvalQuery]:
@@ -78,11 +106,45 @@ def load_queries(path: Path | str) -> list[EvalQuery]:
 @dataclass(frozen=True, slots=True)
 class ModelOutcome:
     """What the model's answer to one query did: written by the model or fallen back (and
-    why), and how many commands it wrote that no cited passage holds."""
+    why), how many commands it wrote that no cited passage holds, whether it cited a
+    number that was no block of its prompt, each sentence's support, the ``must_include``
+    strings it lacks, and what it cost."""
 
     answered_by_model: bool
     fallback_reason: str | None
     ungrounded_commands: int
+    text: str = ""
+    abstained: bool = False
+    asked: bool = False
+    replied: bool = False
+    invalid_citation: bool = False
+    rejected: tuple[str, ...] = ()
+    sentences: tuple[SentenceSupport, ...] = ()
+    must_include: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost: float | None = None
+    latency_ms: float = 0.0
+    stages_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": "llm" if self.answered_by_model else "extractive",
+            "fallback_reason": self.fallback_reason,
+            "abstained": self.abstained,
+            "invalid_citation": self.invalid_citation,
+            "rejected_replies": list(self.rejected),
+            "support_rate": _share(sum(s.supported for s in self.sentences), len(self.sentences)),
+            "sentences": [s.to_dict() for s in self.sentences],
+            "ungrounded_commands": self.ungrounded_commands,
+            "must_include_missing": list(self.missing),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": None if self.cost is None else round(self.cost, 6),
+            "latency_ms": round(self.latency_ms, 2),
+            "answer": self.text,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +207,7 @@ class EvalReport:
                     "ranked": list(r.ranked),
                     "cited": list(r.cited),
                     "leaked": list(r.leaked),
+                    **({"llm": r.model.to_dict()} if r.model is not None else {}),
                 }
                 for r in self.results
             ]
@@ -206,8 +269,10 @@ def evaluate(
         seconds = time.perf_counter() - started
         model = None
         if answer_with_model is not None:
+            started = time.perf_counter()
             written = answer_with_model(query.query, principal=who)
-            model = ModelOutcome(written.mode == "llm", written.fallback_reason, len(written.ungrounded))
+            elapsed = (time.perf_counter() - started) * 1000
+            model = model_outcome(written, quoted, query, abstain_below=abstain_below, latency_ms=elapsed)
         ranked = tuple(dict.fromkeys(h.source for h in hits))
         cited = tuple(c.source for c in answer.citations)
         shown = ranked + cited + tuple(h.source for h in quoted)
@@ -272,19 +337,128 @@ def metrics(results: Sequence[QueryResult]) -> dict[str, Any]:
     times = sorted(r.seconds * 1000 for r in results)
     out["latency_ms_p50"] = round(_percentile(times, 50), 2)
     out["latency_ms_p95"] = round(_percentile(times, 95), 2)
-    modelled = [r.model for r in results if r.model is not None]
-    if modelled:
-        written = [m for m in modelled if m.answered_by_model]
-        out["llm"] = {
-            "answers": len(modelled),
-            "model_answers": len(written),
-            "fallback_rate": round(1 - len(written) / len(modelled), 4),
-            "ungrounded_command_rate": (
-                round(sum(1 for m in written if m.ungrounded_commands) / len(written), 4) if written else None
-            ),
-            "ungrounded_commands": sum(m.ungrounded_commands for m in written),
-        }
+    if any(r.model is not None for r in results):
+        out["llm"] = model_metrics(results)
     return out
+
+
+def model_outcome(
+    answer: Answer, hits: Sequence[Hit], query: EvalQuery, *, abstain_below: float, latency_ms: float
+) -> ModelOutcome:
+    """What the model's ``answer`` to ``query`` did, against ``hits`` (the passages the model
+    was shown come from them, best first, as :func:`runbook_rag.llm.llm_answer` picks them)."""
+    from .llm import MAX_PASSAGES
+
+    usage = answer.usage
+    rejected = usage.rejected if usage else ()
+    by_model = answer.mode == "llm"
+    blocks = [h for h in hits if _evidence(h) >= abstain_below][:MAX_PASSAGES]
+    shown: dict[int, str] = {}
+    mismatched = False
+    for c in answer.citations if by_model else ():
+        if 1 <= c.n <= len(blocks) and blocks[c.n - 1].chunk_id == c.chunk_id:
+            hit = blocks[c.n - 1]
+            shown[c.n] = f"[{hit.source}] {hit.title}\n{hit.heading}\n{hit.text}"
+        else:
+            mismatched = True
+    fell_back_on_citation = answer.fallback_reason is not None and "citation" in rejected
+    sentences = answer_support(answer.text, shown) if by_model and not answer.abstained else ()
+    found = _plain(answer.text)
+    return ModelOutcome(
+        answered_by_model=by_model,
+        fallback_reason=answer.fallback_reason,
+        ungrounded_commands=len(answer.ungrounded),
+        text=answer.text,
+        abstained=answer.abstained,
+        asked=answer.fallback_reason is not None or bool(usage and "llm" in usage.stages_ms),
+        replied=bool(usage and usage.llm_calls),
+        invalid_citation=mismatched or fell_back_on_citation,
+        rejected=rejected,
+        sentences=sentences,
+        must_include=tuple(query.must_include),
+        missing=tuple(s for s in query.must_include if _plain(s) not in found),
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+        cost=usage.cost if usage else None,
+        latency_ms=latency_ms,
+        stages_ms=dict(usage.stages_ms) if usage else {},
+    )
+
+
+def model_metrics(results: Sequence[QueryResult]) -> dict[str, Any]:
+    """The ``llm`` metrics of the results answered through a model (see the module docstring)."""
+    pairs = [(r, r.model) for r in results if r.model is not None]
+    modelled = [m for _, m in pairs]
+    written = [m for m in modelled if m.answered_by_model]
+    replied = [m for m in modelled if m.replied]
+    checked = [m for m in written if not m.abstained]
+    sentences = [s for m in checked for s in m.sentences]
+    reasons: dict[str, int] = {}
+    for m in modelled:
+        if m.fallback_reason is not None:
+            reasons[m.fallback_reason] = reasons.get(m.fallback_reason, 0) + 1
+    listed = sum(len(m.must_include) for m in modelled)
+    latencies = sorted(m.latency_ms for m in modelled)
+    prompt_tokens = _total(m.prompt_tokens for m in modelled)
+    completion_tokens = _total(m.completion_tokens for m in modelled)
+    cost = _total(m.cost for m in modelled)
+    stages = sorted({name for m in modelled for name in m.stages_ms})
+    return {
+        "answers": len(modelled),
+        "model_answers": len(written),
+        "not_asked": sum(1 for m in modelled if not m.asked),
+        "fallback_rate": round(sum(reasons.values()) / len(modelled), 4),
+        "fallback_by_reason": {k: round(v / len(modelled), 4) for k, v in sorted(reasons.items())},
+        "ungrounded_command_rate": _share(sum(1 for m in written if m.ungrounded_commands), len(written)),
+        "ungrounded_commands": sum(m.ungrounded_commands for m in written),
+        "invalid_citation_rate": _share(sum(m.invalid_citation for m in replied), len(replied)),
+        "invalid_citation_replies": sum(m.rejected.count("citation") for m in modelled),
+        "support_rate": _share(sum(s.supported for s in sentences), len(sentences)),
+        "sentences": len(sentences),
+        "unsupported_sentences": sum(not s.supported for s in sentences),
+        "unsupported_answer_rate": _share(
+            sum(1 for m in checked if any(not s.supported for s in m.sentences)), len(checked)
+        ),
+        "abstention_agreement": _share(sum(m.abstained == (not r.relevant) for r, m in pairs), len(pairs)),
+        "must_include_recall": _share(listed - sum(len(m.missing) for m in modelled), listed),
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "cost": None if cost is None else round(cost, 6),
+        "prompt_tokens_per_answer": None
+        if prompt_tokens is None
+        else round(prompt_tokens / len(modelled), 1),
+        "completion_tokens_per_answer": (
+            None if completion_tokens is None else round(completion_tokens / len(modelled), 1)
+        ),
+        "cost_per_answer": None if cost is None else round(cost / len(modelled), 6),
+        "latency_ms_p50": round(_percentile(latencies, 50), 2),
+        "latency_ms_p95": round(_percentile(latencies, 95), 2),
+        "latency_ms_total": round(sum(latencies), 2),
+        "stage_ms_p50": {
+            name: round(
+                _percentile(sorted(m.stages_ms[name] for m in modelled if name in m.stages_ms), 50), 2
+            )
+            for name in stages
+        },
+    }
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def _total(values: Any) -> Any:
+    """The sum of the reported values, or None when none was reported."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _evidence(hit: Hit) -> float:
+    return hit.evidence if hit.evidence is not None else hit.score
 
 
 def _ndcg(result: QueryResult, n: int) -> float:
@@ -310,17 +484,30 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def report_table(report: EvalReport) -> str:
-    """The metrics as an aligned two-column table."""
+    """The metrics as an aligned two-column table; the model's, when measured, in a second
+    table under a ``model answers`` heading."""
     rows = [
-        (name, "-" if value is None else str(value))
+        (name, _cell(value))
         for name, value in report.metrics.items()
-        if name != "leaked_queries"
+        if name not in ("leaked_queries", "llm")
     ]
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{name:<{width}}  {value}" for name, value in rows]
     if report.metrics["leaked_queries"]:
-        lines.append(f"{'leaked in':<{width}}  {', '.join(report.metrics['leaked_queries'])}")
+        rows.append(("leaked in", ", ".join(report.metrics["leaked_queries"])))
+    llm = report.metrics.get("llm")
+    model_rows = [(name, _cell(value)) for name, value in llm.items()] if llm else []
+    width = max(len(name) for name, _ in rows + model_rows)
+    lines = [f"{name:<{width}}  {value}" for name, value in rows]
+    if model_rows:
+        lines += ["", "model answers"] + [f"{name:<{width}}  {value}" for name, value in model_rows]
     return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_cell(v)}" for k, v in value.items()) or "-"
+    return str(value)
 
 
 def dumps(report: EvalReport, *, per_query: bool = False) -> str:

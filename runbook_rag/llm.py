@@ -57,12 +57,15 @@ class Reply(BaseModel):
 class InvalidReply(ValueError):
     """A model's reply broke the contract (the message is fed back to it once).
 
-    ``reason`` is the fallback reason if no valid reply follows.
+    ``reason`` is the fallback reason if no valid reply follows; ``check`` names the check
+    that refused it (``format``, ``citation``: a number that is no block of the prompt,
+    ``markers``, ``links`` or ``instructions``).
     """
 
-    def __init__(self, message: str, *, reason: str = "invalid_output") -> None:
+    def __init__(self, message: str, *, check: str, reason: str = "invalid_output") -> None:
         super().__init__(message)
         self.reason = reason
+        self.check = check
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +149,7 @@ def llm_answer(
     messages = [_message("system", prompt.system), _message("user", prompt.user)]
     reported: tuple[int, int] | None = None  # tokens the endpoint reported, summed over calls
     calls = 0
+    rejected: list[str] = []
     stages["llm"] = stages["validate"] = 0.0
     reason = "invalid_output"
     for _ in range(2):
@@ -188,6 +192,7 @@ def llm_answer(
         except InvalidReply as exc:
             stages["validate"] += _ms(started)
             reason = exc.reason
+            rejected.append(exc.check)
             log.warning("the model's reply was invalid (%s)%s", exc, "; asking again" if calls == 1 else "")
             messages += [
                 _message("assistant", redact(content[:4000]).text),
@@ -197,10 +202,10 @@ def llm_answer(
             ]
             continue
         stages["validate"] += _ms(started)
-        usage = _usage(llm, stages, reported, calls, policy, fallback=False)
+        usage = _usage(llm, stages, reported, calls, policy, rejected, fallback=False)
         return replace(answer, usage=usage)
     log.warning("answering without the model: %s", reason)
-    usage = _usage(llm, stages, reported, calls, policy, fallback=True)
+    usage = _usage(llm, stages, reported, calls, policy, rejected, fallback=True)
     return replace(extractive, fallback_reason=reason, usage=usage)
 
 
@@ -266,14 +271,19 @@ def _validated(content: str, prompt: Prompt, policy: LLMPolicy) -> Answer:
         reply = Reply.model_validate(json.loads(_FENCE.sub("", content.strip())))
     except (json.JSONDecodeError, ValidationError) as exc:
         problem = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else "not a JSON object"
-        raise InvalidReply(f"the reply is not the JSON object asked for ({problem})") from None
+        raise InvalidReply(
+            f"the reply is not the JSON object asked for ({problem})", check="format"
+        ) from None
     cited = sorted(set(reply.citations))
     unknown = [n for n in cited if n not in prompt.numbers]
     if unknown:
-        raise InvalidReply(f"citation {unknown[0]} is not the number of an excerpt")
+        raise InvalidReply(f"citation {unknown[0]} is not the number of an excerpt", check="citation")
     markers = sorted({int(n) for n in _MARKER.findall(reply.answer)})
     if markers != cited:
-        raise InvalidReply(f"the [n] markers in the answer {markers} do not match its citations {cited}")
+        check = "markers" if set(markers) <= prompt.numbers else "citation"
+        raise InvalidReply(
+            f"the [n] markers in the answer {markers} do not match its citations {cited}", check=check
+        )
     sources = [url for n in cited if (url := prompt.passages[n - 1].hit.url)]
     try:
         text = safe_markdown(redact(reply.answer).text, link_hosts=policy.link_hosts, source_urls=sources)
@@ -281,10 +291,14 @@ def _validated(content: str, prompt: Prompt, policy: LLMPolicy) -> Answer:
         raise InvalidReply(
             f"links, images or HTML that are not allowed remain in the answer ({exc}); "
             "write it without links, images or HTML, with commands in ``` fenced code blocks",
+            check="links",
             reason="unsafe_links",
         ) from None
     if screen(text) is not None:
-        raise InvalidReply("the answer carries instructions aimed at a model, not an answer for a human")
+        raise InvalidReply(
+            "the answer carries instructions aimed at a model, not an answer for a human",
+            check="instructions",
+        )
     if not cited:
         return Answer(text=ABSTAIN_TEXT, abstained=True, mode="llm")
     citations = []
@@ -314,6 +328,7 @@ def _usage(
     reported: tuple[int, int] | None,
     calls: int,
     policy: LLMPolicy,
+    rejected: Sequence[str],
     *,
     fallback: bool,
 ) -> Usage:
@@ -325,7 +340,9 @@ def _usage(
         cost = (
             prompt_tokens * price.get("prompt", 0.0) + completion_tokens * price.get("completion", 0.0)
         ) / 1e6
-    return Usage(dict(stages), model, prompt_tokens, completion_tokens, cost, calls, fallback)
+    return Usage(
+        dict(stages), model, prompt_tokens, completion_tokens, cost, calls, fallback, tuple(rejected)
+    )
 
 
 def _model_name(llm: Any) -> str | None:

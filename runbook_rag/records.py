@@ -239,7 +239,11 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What answering one question cost: latency by stage, tokens, model, estimated cost."""
+    """What answering one question cost: latency by stage, tokens, model, estimated cost.
+
+    ``rejected`` names, in order, the check that refused each of the model's replies that
+    was not used (``format``, ``citation``, ``markers``, ``links``, ``instructions``).
+    """
 
     stages_ms: dict[str, float]
     model: str | None = None
@@ -248,6 +252,7 @@ class Usage:
     cost: float | None = None
     llm_calls: int = 0
     fallback: bool = False
+    rejected: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, object]:
         return {

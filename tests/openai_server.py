@@ -18,6 +18,46 @@ from typing import Any
 from .waiting import WAIT
 
 USAGE = {"prompt_tokens": 321, "completion_tokens": 42, "total_tokens": 363}
+# The "scripted" model answers each question as the scenario of the first of these words it
+# holds (else as "good"), so one run mixes good, unsupported and hallucinating replies.
+SCRIPT = {
+    "postgres": "unsupported-number",
+    "redis": "paraphrase-good",
+    "kafka": "hallucinate",
+    "acquirer": "unsupported-host",
+    "refund": "malformed",
+}
+# A sentence no runbook excerpt supports, though it names nothing specific.
+OFF_TOPIC = "Also rebuild the marketing website and notify the travel desk"
+INVENTED_HOST = "db-standby-7.eu-west-3.internal"
+
+
+def first_sentence(prompt: str) -> tuple[int, str]:
+    """The first sentence of prose (no code, table, quote or link) of the first excerpt of
+    ``prompt`` that has one, as the excerpt words it, and that excerpt's number."""
+    for block in re.finditer(r"<<<RUNBOOK (\d+)>>>\n[^\n]*\n(.*?)\n<<<END RUNBOOK \1>>>", prompt, re.S):
+        paragraph: list[str] = []
+        fenced = False
+        for line in [*block.group(2).split("\n"), ""]:
+            if line.lstrip().startswith(("```", "~~~")):
+                fenced = not fenced
+                paragraph = []
+                continue
+            text = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", line).strip()
+            usable = text and not fenced and not text.startswith(("|", "#", ">", "<"))
+            if usable and "](" not in text and "http" not in text and not re.search(r"\[\d+\]", text):
+                paragraph.append(text)
+                continue
+            if len(" ".join(paragraph).split()) >= 6:
+                prose = " ".join(paragraph).replace("**", "")
+                return int(block.group(1)), re.split(r"(?<=[.!?])\s+", prose)[0].rstrip(" .:;")
+            paragraph = []
+    return 1, "The excerpt covers this"
+
+
+def _absent_number(prompt: str) -> int:
+    """A number the prompt does not hold."""
+    return next(x for x in range(47, 10_000) if not re.search(rf"(?<![\d.]){x}(?!\d)", prompt))
 
 
 def _reply(body: dict[str, Any], calls: int) -> str | None:
@@ -27,6 +67,20 @@ def _reply(body: dict[str, Any], calls: int) -> str | None:
     first = re.search(r"<<<RUNBOOK (\d+)>>>", prompt)
     n = int(first.group(1)) if first else 1
     good = json.dumps({"answer": f"Fail over to the standby as the runbook says [{n}].", "citations": [n]})
+    if model == "scripted":
+        asked = prompt.rsplit("Question:", 1)[-1].lower()
+        model = next((v for k, v in SCRIPT.items() if k in asked), "good")
+    if model in ("paraphrase-good", "unsupported-number", "unsupported-host", "unsupported"):
+        # The first sentence of the first excerpt, reworded; then a sentence of the scenario.
+        n, sentence = first_sentence(prompt)
+        quoted = f"According to the runbook, {sentence} [{n}]."
+        extra = {
+            "paraphrase-good": "",
+            "unsupported-number": f" Wait {_absent_number(prompt)} minutes before the next step [{n}].",
+            "unsupported-host": f" Then check the replica on {INVENTED_HOST} [{n}].",
+            "unsupported": f" {OFF_TOPIC} [{n}].",
+        }[model]
+        return json.dumps({"answer": quoted + extra, "citations": [n]})
     if model == "good":
         return good
     if model == "fenced":
