@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .actions import MAX_COMMAND_CHARS
@@ -283,39 +282,11 @@ def require_mcp() -> None:
 
 
 def load_mcp_tokens(path: Path | str) -> dict[str, Caller]:
-    """``{sha256: caller}`` from ``serve``'s tokens file, whose entries' ``endpoints`` may also
-    name ``mcp`` (unset: ``serve``'s defaults, which do not). Only the callers whose endpoints
-    name ``mcp`` are served here; the others are known, and refused 403."""
-    from .service import DEFAULT_ENDPOINTS, ENDPOINTS, Caller, TokenEntry
+    """``{sha256: caller}`` from ``serve``'s tokens file. Only the callers whose endpoints name
+    ``mcp`` are served here; the others are known, and refused 403."""
+    from .service import load_tokens
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the tokens file: {exc}", path=path) from None
-    entries = data.get("tokens") if isinstance(data, dict) else data
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError("the tokens file must list {token_sha256, user, groups} entries", path=path)
-    out: dict[str, Caller] = {}
-    seen: set[str] = set()
-    for number, raw in enumerate(entries, start=1):
-        try:
-            entry = TokenEntry.model_validate(raw)
-        except ValidationError as exc:
-            raise ConfigError(f"entry {number}: {_problems(exc)}", path=path) from None
-        digest = entry.token_sha256.lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ConfigError(f"entry {number}: token_sha256 must be 64 hex digits", path=path)
-        if digest in seen:
-            raise ConfigError(f"entry {number}: the same token as another entry", path=path)
-        seen.add(digest)
-        endpoints = frozenset(entry.endpoints) if entry.endpoints is not None else DEFAULT_ENDPOINTS
-        if not endpoints <= ENDPOINTS | {MCP}:
-            raise ConfigError(
-                f"entry {number}: endpoints must be among {sorted(ENDPOINTS | {MCP})}", path=path
-            )
-        out[digest] = Caller(Principal(entry.user, frozenset(entry.groups)), endpoints)
-    return out
+    return load_tokens(path)
 
 
 def principal_of_token_file(token_file: Path | str, tokens_file: Path | str) -> Principal:

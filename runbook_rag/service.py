@@ -65,9 +65,10 @@ MAX_CONNECTIONS_PER_CLIENT = 64
 # Guarded actions are never a default: a token is granted them by name, one by one (an executor
 # needs only ``redeem``), or all of them, with the list of requests, as ``actions``.
 ACTION_ENDPOINTS = frozenset({"actions", "propose", "approve", "deny", "redeem"})
-ENDPOINTS = frozenset({"search", "ask", "metrics"}) | ACTION_ENDPOINTS
+ENDPOINTS = frozenset({"search", "ask", "metrics", "mcp"}) | ACTION_ENDPOINTS
 DEFAULT_ENDPOINTS = frozenset({"search", "ask"})
-QUERY_ENDPOINTS = frozenset({"search", "ask"})
+# Endpoints that query the runbooks (``mcp``: the MCP server's tools, see runbook_rag.mcp_server).
+QUERY_ENDPOINTS = frozenset({"search", "ask", "mcp"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # (method, path pattern, endpoint name, metrics label): the one place a request is named.
 _ROUTES = (
@@ -93,8 +94,9 @@ class TokenEntry(BaseModel):
     endpoints: list[str] | None = Field(
         None,
         description=(
-            "Allowed endpoints (search, ask, metrics, and for guarded actions propose, approve, deny, "
-            "redeem, or actions for all of them and the list of requests); search and ask when unset."
+            "Allowed endpoints (search, ask, metrics, mcp for the MCP server, and for guarded actions "
+            "propose, approve, deny, redeem, or actions for all of them and the list of requests); "
+            "search and ask when unset."
         ),
     )
 

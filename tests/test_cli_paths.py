@@ -68,6 +68,10 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     )
     access_map = tmp / "map.yaml"
     access_map.write_text('- pattern: "**"\n  groups: [sre]\n')
+    mcp_tokens = tmp / "mcp-tokens.json"
+    mcp_tokens.write_text(
+        json.dumps([{"token_sha256": "b" * 64, "user": "agent", "groups": ["sre"], "endpoints": ["mcp"]}])
+    )
     tokens = tmp / "tokens.json"
     tokens.write_text(json.dumps([{"token_sha256": "a" * 64, "user": "bot", "groups": ["sre"]}]))
     # Bad values.
@@ -88,6 +92,7 @@ def place(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "queries": queries,
         "map": access_map,
         "tokens": tokens,
+        "mcp_tokens": mcp_tokens,
         "regular": regular,
         "foreign": foreign,
         "unreadable": unreadable,
@@ -100,6 +105,7 @@ def valid_arguments(place: dict[str, Path]) -> dict[tuple[str, ...], dict[str, s
     principal = {"user": "u", "groups": "sre", "index_path": index}
     approve_id, deny_id, grant = (place["tmp"] / "request-ids").read_text().split()
     return {
+        ("mcp",): {"index_path": index, "over_http": None, "tokens_file": str(place["mcp_tokens"])},
         ("classify",): {"commands": "kubectl get pods", "language": "shell", "as_json": None},
         ("actions", "propose"): {
             "source": "pods.md",
