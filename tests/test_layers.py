@@ -29,6 +29,7 @@ LOWER = {
     "settings",
     "sources",
     "store",
+    "tracing",
 }
 # The front doors and what drives them.
 UPPER = {
