@@ -12,16 +12,22 @@ and the old one is removed only after (see :mod:`runbook_rag.generations`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import os
+import queue
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
+
+import numpy as np
 
 from .access import AccessMap, approval_policy, label_key
 from .actions import step_commands
@@ -38,7 +44,7 @@ from .generations import (
     new_generation_name,
     package_versions,
 )
-from .lexical import CHUNKS_FILE, LexicalIndex
+from .lexical import CHUNKS_FILE, LexicalBuilder, LexicalIndex
 from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
 from .screening import DocumentScreen
@@ -114,6 +120,28 @@ def prepare(
 ) -> Prepared:
     """Load, redact, chunk and screen every source (no store involved); ``progress`` hears of
     each document done."""
+    chunks: list[Chunk] = []
+    for item in prepared_documents(source_dirs, embedder=embedder, access_map=access_map, limits=limits):
+        if isinstance(item, Progress):
+            if progress is not None:
+                progress(item)
+        elif isinstance(item, Prepared):
+            return replace(item, chunks=chunks)
+        else:
+            chunks.extend(item)
+    raise AssertionError("prepared_documents ends with its summary")
+
+
+def prepared_documents(
+    source_dirs: Sequence[Path | str],
+    *,
+    embedder: Embedder,
+    access_map: AccessMap | None = None,
+    limits: SourceLimits = DEFAULT_LIMITS,
+) -> Iterator[list[Chunk] | Progress | Prepared]:
+    """Load, redact, chunk and screen every source, one document at a time: yields each
+    document's chunks as soon as they are ready, a :class:`Progress` as each document
+    starts, and last a :class:`Prepared` summary without the chunks."""
     max_chunks = limits.max_chunks_per_document
     loaded = load_documents(
         source_dirs,
@@ -125,13 +153,14 @@ def prepare(
     skipped = list(loaded.skipped)
     findings: dict[str, dict[str, int]] = {}
     quarantined: list[Quarantined] = []
-    chunks: list[Chunk] = []
     kept = 0
     total = len(loaded.documents)
-    for done, raw in enumerate(loaded.documents, start=1):
-        if progress is not None:
-            # Counted as each document starts (the loop skips some with `continue`).
-            progress(Progress("documents", done - 1, total))
+    # Taken from the end, so that each document's text is let go of once it is chunked.
+    documents = loaded.documents
+    documents.reverse()
+    for done in range(total):
+        yield Progress("documents", done, total)  # counted as each document starts
+        raw = documents.pop()
         # Redaction sits here, between parsing and everything else.
         doc, counts = redact_document(raw)
         if counts:
@@ -166,15 +195,15 @@ def prepare(
                 quarantined.append(Quarantined(doc.source, chunk.start_line, chunk.end_line, flag.label))
         if clean:
             kept += 1
-            chunks.extend(clean)
+            yield clean
         else:
             skipped.append(
                 Skipped(doc.source, "every passage was quarantined" if doc_chunks else "no indexable text")
             )
-    if progress is not None and total:
-        progress(Progress("documents", total, total))
+    if total:
+        yield Progress("documents", total, total)
     skipped.sort(key=lambda s: s.source)
-    return Prepared(chunks, kept, skipped, list(loaded.warnings), findings, quarantined)
+    yield Prepared([], kept, skipped, list(loaded.warnings), findings, quarantined)
 
 
 def check_sources(source_dirs: Sequence[Path | str]) -> None:
@@ -217,6 +246,13 @@ def build_index(
 
     With ``dry_run`` nothing is written: the report's diff says what a build would do.
     ``progress`` is called as documents are parsed and chunks embedded (see :class:`Progress`).
+
+    The stages overlap: a thread loads, redacts, screens and chunks the documents while this
+    one embeds what they yield, a window of texts at a time sorted by length, and writes the
+    new generation's store in batches as the vectors arrive. The new generation is opened
+    when the first chunk that differs from the published one is seen (a build that changes
+    nothing opens none, unless it holds more chunks than :data:`HOLD` before it can tell: it
+    then writes ahead and discards what it wrote), and it is published only once complete.
     """
     from .store import metadata_of
 
@@ -225,37 +261,58 @@ def build_index(
     check_sources(source_dirs)
     layout = layout or FileLayout(index_path)
     with build_lock(index_path):
-        prepared = prepare(
-            source_dirs, embedder=embedder, access_map=access_map, limits=limits, progress=progress
-        )
-        if not prepared.chunks and not allow_empty:
-            raise ConfigError(
-                "nothing to index: no document yielded chunks; refusing to replace the index with an empty "
-                "one (pass allow_empty / --allow-empty to do it anyway)",
-                path=", ".join(map(str, source_dirs)),
-            )
-        keys = [content_key(c, embedder) for c in prepared.chunks]
-        new_meta = {
-            c.chunk_id: {**metadata_of(c), "content_key": k}
-            for c, k in zip(prepared.chunks, keys, strict=True)
-        }
-        old_store, old_meta = _published_state(layout, embedder)
-        diff = _diff(old_meta, new_meta)
-        generation = layout.pointer() or ""
-        if not dry_run and not diff.unchanged:
-            vectors = _vectors(prepared.chunks, keys, old_store, old_meta, embedder, progress=progress)
-            generation = _write_generation(layout, prepared, keys, vectors, embedder, diff)
-        elif not dry_run:
-            # Nothing to re-index: the published generation stays as it is, and this
-            # build's report is kept beside it when it says something new.
-            _, manifest = layout.load()
-            report = _kept(_report(prepared, diff))
-            if manifest.report != report:
-                layout.record_report(manifest, report)
+        published = _Published.read(layout, embedder)
+        writer = None if dry_run else _Pipeline(layout, embedder, published, progress=progress)
+        try:
+            records: dict[str, _Record] = {}
+            count = 0
+            summary: Prepared | None = None
+            stream = prepared_documents(source_dirs, embedder=embedder, access_map=access_map, limits=limits)
+            with contextlib.closing(_ahead(stream, depth=QUEUE_DEPTH)) as items:
+                for item in items:
+                    if isinstance(item, Progress):
+                        if progress is not None:
+                            progress(item)
+                        continue
+                    if isinstance(item, Prepared):
+                        summary = item
+                        continue
+                    for chunk in item:
+                        key = content_key(chunk, embedder)
+                        record = _record({**metadata_of(chunk), "content_key": key})
+                        records[chunk.chunk_id] = record
+                        count += 1
+                        if writer is not None:
+                            writer.add(chunk, key, changed=published.records.get(chunk.chunk_id) != record)
+            assert summary is not None, "the document stream ends with its summary"
+            if not count and not allow_empty:
+                raise ConfigError(
+                    "nothing to index: no document yielded chunks; refusing to replace the index with an "
+                    "empty one (pass allow_empty / --allow-empty to do it anyway)",
+                    path=", ".join(map(str, source_dirs)),
+                )
+            diff = _diff(published.records, records)
+            report = _report(summary, count, diff)
+            del records
+            generation = layout.pointer() or ""
+            if writer is not None and not diff.unchanged:
+                writer.expect(diff.to_embed)
+                generation = writer.publish(documents=summary.documents, report=_kept(report))
+            elif writer is not None:
+                # Nothing to re-index: the published generation stays as it is, and this
+                # build's report is kept beside it when it says something new.
+                writer.discard()
+                _, manifest = layout.load()
+                if manifest.report != _kept(report):
+                    layout.record_report(manifest, _kept(report))
+        except BaseException:
+            if writer is not None:
+                writer.discard()
+            raise
         if not dry_run:
             layout.remove_stale()
     return replace(
-        _report(prepared, diff),
+        report,
         embedded=0 if diff.unchanged or dry_run else diff.to_embed,
         seconds=time.perf_counter() - started,
         generation=generation,
@@ -263,25 +320,117 @@ def build_index(
     )
 
 
-def _published_state(layout: Layout, embedder: Embedder) -> tuple[Any, dict[str, dict[str, Any]]]:
-    """The published store and its chunk metadata, when its vectors can be reused."""
-    if layout.pointer() is None:
-        return None, {}
+# Documents prepared ahead of the encoder: enough for a window of chunks while it works.
+QUEUE_DEPTH = 512
+# Texts embedded together, sorted by length so that batches are padded little.
+WINDOW = 2048
+# Chunks per write to the store.
+WRITE_BATCH = 2048
+# Chunks held back, before the first change is seen, before the new generation is written.
+HOLD = 8192
+
+_T = TypeVar("_T")
+
+
+def _ahead(items: Iterator[_T], *, depth: int) -> Generator[_T, None, None]:
+    """``items``, produced by a thread of their own up to ``depth`` items ahead of the caller.
+
+    An error in the thread is raised here, at the item it failed to produce; when the caller
+    stops early, the thread stops at its next item.
+    """
+    channel: queue.Queue[tuple[_T | None, BaseException | None, bool]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[_T | None, BaseException | None, bool]) -> bool:
+        while not stop.is_set():
+            try:
+                channel.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None, False)):
+                    return
+        except BaseException as exc:  # handed to the caller, which raises it
+            put((None, exc, True))
+            return
+        put((None, None, True))
+
+    thread = threading.Thread(target=produce, name="runbook-rag-prepare", daemon=True)
+    thread.start()
     try:
-        store, manifest = layout.load()
-        if manifest.model_id != embedder.model_id or manifest.dimension != embedder.dimension:
-            return None, {}  # another model: nothing to reuse
-        return store, store.all_metadata()
-    except IndexStateError as exc:
-        log.warning("the published generation cannot be read (%s): rebuilding from scratch", exc.reason)
-        return None, {}
+        while True:
+            item, error, last = channel.get()
+            if error is not None:
+                raise error
+            if last:
+                return
+            yield cast(_T, item)
+    finally:
+        stop.set()
+        thread.join()
 
 
-def _diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> Diff:
-    def by_doc(meta: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-        docs: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-        for cid, m in meta.items():
-            docs[str(m["source"])][cid] = m
+# What the diff needs of a chunk's metadata: its source, content key and labels, and digests
+# of the whole metadata and of the metadata without the access fields.
+_Record = tuple[str, str, Any, bytes, bytes]
+_ACCESS_KEYS = ("acl", "acl_key", "approvers", "two_person")
+
+
+def _record(meta: dict[str, Any]) -> _Record:
+    def digest(fields: dict[str, Any]) -> bytes:
+        text = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=repr)
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    acl = meta.get("acl")
+    return (
+        str(meta.get("source")),
+        str(meta.get("content_key")),
+        tuple(acl) if isinstance(acl, list) else acl,
+        digest(meta),
+        digest({k: v for k, v in meta.items() if k not in _ACCESS_KEYS}),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Published:
+    """The published generation as far as a build reuses it: its store, each chunk's
+    record, and a chunk holding each content key."""
+
+    store: Any = None
+    records: dict[str, _Record] = field(default_factory=dict)
+    holder: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, layout: Layout, embedder: Embedder) -> _Published:
+        """The published store and its chunks' records, when its vectors can be reused."""
+        if layout.pointer() is None:
+            return cls()
+        try:
+            store, manifest = layout.load()
+            if manifest.model_id != embedder.model_id or manifest.dimension != embedder.dimension:
+                return cls()  # another model: nothing to reuse
+            records: dict[str, _Record] = {}
+            holder: dict[str, str] = {}
+            for batch in store.metadata_batches():
+                for cid, meta in batch.items():
+                    records[cid] = _record(meta)
+                    holder.setdefault(str(meta.get("content_key")), cid)
+        except IndexStateError as exc:
+            log.warning("the published generation cannot be read (%s): rebuilding from scratch", exc.reason)
+            return cls()
+        return cls(store, records, holder)
+
+
+def _diff(old: dict[str, _Record], new: dict[str, _Record]) -> Diff:
+    def by_doc(records: dict[str, _Record]) -> dict[str, dict[str, tuple[bytes, bytes]]]:
+        docs: dict[str, dict[str, tuple[bytes, bytes]]] = defaultdict(dict)
+        for cid, (source, _, _, whole, bare) in records.items():
+            docs[source][cid] = (whole, bare)
         return docs
 
     old_docs, new_docs = by_doc(old), by_doc(new)
@@ -292,72 +441,143 @@ def _diff(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> Dif
     for source in sorted(set(old_docs) & set(new_docs)):
         before, after = old_docs[source], new_docs[source]
         if before != after:
-            same_content = _without_labels(before) == _without_labels(after)
+            same_content = {c: d[1] for c, d in before.items()} == {c: d[1] for c, d in after.items()}
             (relabelled if same_content else changed).append(source)
     relabelled_chunks = sum(
-        1
-        for cid, m in new.items()
-        if cid in old and old[cid].get("content_key") == m["content_key"] and old[cid]["acl"] != m["acl"]
+        1 for cid, r in new.items() if cid in old and old[cid][1] == r[1] and old[cid][2] != r[2]
     )
-    old_keys = {m.get("content_key") for m in old.values()}
-    needed = {m["content_key"] for m in new.values()}
+    old_keys = {r[1] for r in old.values()}
+    needed = {r[1] for r in new.values()}
     return Diff(
         added=added,
         changed=changed,
         relabelled=relabelled,
         removed=removed,
         to_embed=len(needed - old_keys),
-        reused=sum(1 for m in new.values() if m["content_key"] in old_keys),
+        reused=sum(1 for r in new.values() if r[1] in old_keys),
         removed_chunks=sum(1 for cid in old if cid not in new),
         relabelled_chunks=relabelled_chunks,
-        unchanged=bool(old) and old == new,
+        unchanged=bool(old) and all(new.get(cid) == r for cid, r in old.items()) and len(old) == len(new),
     )
 
 
-_ACCESS_KEYS = ("acl", "acl_key", "approvers", "two_person")
+class _Pipeline:
+    """Takes a build's chunks in order and writes them to a new generation as their vectors
+    become known: reused from the published generation by content key, or embedded a
+    window of texts at a time (longest first, so that each batch pads little)."""
 
+    def __init__(
+        self, layout: Layout, embedder: Embedder, published: _Published, *, progress: ProgressCallback | None
+    ) -> None:
+        self._layout = layout
+        self._embedder = embedder
+        self._published = published
+        self._progress = progress
+        self._writer: GenerationWriter | None = None
+        self._held: list[tuple[Chunk, str]] = []  # in order, not yet in the store
+        self._waiting = 0  # of those, how many wait for a text in _pending to be embedded
+        self._pending: dict[str, str] = {}  # content key -> text, to embed
+        self._ready: dict[str, Any] = {}  # content key -> vector embedded, not yet stored
+        self._fresh: dict[str, str] = {}  # content key -> the chunk stored with its new vector
+        self._embedded = 0
+        self._total: int | None = None
 
-def _without_labels(chunks: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {cid: {k: v for k, v in m.items() if k not in _ACCESS_KEYS} for cid, m in chunks.items()}
+    def add(self, chunk: Chunk, key: str, *, changed: bool) -> None:
+        """Take the next chunk; ``changed`` when the published generation lacks it as it is."""
+        if key in self._pending:
+            self._waiting += 1
+        elif key not in self._published.holder and key not in self._fresh and key not in self._ready:
+            self._pending[key] = chunk.embed_text
+            self._waiting += 1
+        self._held.append((chunk, key))
+        if self._writer is not None:
+            self._writer.index(chunk, key)
+        elif changed or len(self._held) >= HOLD:
+            self._open()
+        if len(self._pending) >= WINDOW:
+            self._embed()
+        if self._writer is not None and len(self._held) - self._waiting >= WRITE_BATCH:
+            self._store()
 
+    def expect(self, total: int) -> None:
+        """The number of texts this build embeds, known once every document is chunked:
+        from now on, ``progress`` hears of them (and first of those already embedded)."""
+        self._total = total
+        if total:
+            self._report(0)
+            if self._embedded:
+                self._report(self._embedded)
 
-def _vectors(
-    chunks: list[Chunk],
-    keys: list[str],
-    old_store: Any,
-    old_meta: dict[str, dict[str, Any]],
-    embedder: Embedder,
-    *,
-    progress: ProgressCallback | None = None,
-) -> list[list[float]]:
-    """Reuse the published vector of every known content key; embed only the rest."""
-    have: dict[str, str] = {}
-    for cid, meta in old_meta.items():
-        have.setdefault(str(meta.get("content_key")), cid)
-    wanted = {k: have[k] for k in set(keys) if k in have}
-    reused = old_store.embeddings({cid for cid in wanted.values()}) if wanted else {}
-    vectors: dict[str, list[float]] = {k: reused[cid] for k, cid in wanted.items() if cid in reused}
-    missing = list(dict.fromkeys(k for k in keys if k not in vectors))
-    if missing:
-        text_of = {k: c.embed_text for c, k in zip(chunks, keys, strict=True)}
-        texts = [text_of[k] for k in missing]
-        fresh = embedder.embed(texts) if progress is None else _embed_reporting(texts, embedder, progress)
-        vectors.update(zip(missing, fresh, strict=True))
-    return [vectors[k] for k in keys]
+    def publish(self, *, documents: int, report: dict[str, Any]) -> str:
+        """Write what is left, then the lexical index, query encoder and manifest, and publish."""
+        if self._writer is None:
+            self._open()
+        if self._pending:
+            self._embed()
+        self._store()
+        assert self._writer is not None
+        return write_generation(
+            self._layout, [], [], [], self._embedder, documents=documents, report=report, into=self._writer
+        )
 
+    def discard(self) -> None:
+        """Remove whatever this build wrote (the published generation is untouched)."""
+        if self._writer is not None:
+            self._writer.discard()
+            self._writer = None
 
-def _embed_reporting(texts: list[str], embedder: Embedder, progress: ProgressCallback) -> list[list[float]]:
-    """Embed in slices of similar length, reporting after each: sorted longest first, as one
-    large call would batch them, so slicing adds no padding."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out: list[list[float]] = [[] for _ in texts]
-    progress(Progress("embedding", 0, len(texts)))
-    for start in range(0, len(order), EMBED_SLICE):
-        part = order[start : start + EMBED_SLICE]
-        for i, vector in zip(part, embedder.embed([texts[i] for i in part]), strict=True):
-            out[i] = vector
-        progress(Progress("embedding", start + len(part), len(texts)))
-    return out
+    def _open(self) -> None:
+        self._writer = GenerationWriter(self._layout, self._embedder.dimension)
+        for chunk, key in self._held:
+            self._writer.index(chunk, key)
+
+    def _embed(self) -> None:
+        keys = sorted(self._pending, key=lambda k: -len(self._pending[k]))
+        for start in range(0, len(keys), EMBED_SLICE):
+            part = keys[start : start + EMBED_SLICE]
+            vectors = np.asarray(self._embedder.embed([self._pending[k] for k in part]), dtype=np.float32)
+            self._ready.update(zip(part, vectors, strict=True))
+            self._embedded += len(part)
+            if self._total is not None:
+                self._report(self._embedded)
+        self._pending.clear()
+        self._waiting = 0
+
+    def _store(self) -> None:
+        """Write every held chunk whose vector is known, in batches."""
+        assert self._writer is not None
+        writable = [(c, k) for c, k in self._held if k not in self._pending]
+        self._held = [(c, k) for c, k in self._held if k in self._pending]
+        for start in range(0, len(writable), WRITE_BATCH):
+            batch = writable[start : start + WRITE_BATCH]
+            self._writer.store([c for c, _ in batch], [k for _, k in batch], self._vectors(batch))
+            for chunk, key in batch:
+                if key in self._ready:
+                    self._fresh[key] = chunk.chunk_id
+            for _, key in batch:
+                self._ready.pop(key, None)
+
+    def _vectors(self, batch: list[tuple[Chunk, str]]) -> Any:
+        assert self._writer is not None
+        out = np.empty((len(batch), self._embedder.dimension), dtype=np.float32)
+        old: list[tuple[int, str]] = []
+        new: list[tuple[int, str]] = []
+        for n, (_, key) in enumerate(batch):
+            vector = self._ready.get(key)
+            if vector is not None:
+                out[n] = vector
+            elif key in self._fresh:
+                new.append((n, self._fresh[key]))  # a text this build embedded for an earlier chunk
+            else:
+                old.append((n, self._published.holder[key]))
+        for rows, store in ((old, self._published.store), (new, self._writer.vector_store)):
+            if rows:
+                out[[n for n, _ in rows]] = store.vectors([cid for _, cid in rows])
+        return out
+
+    def _report(self, done: int) -> None:
+        if self._progress is not None and self._total:
+            self._progress(Progress("embedding", done, self._total))
 
 
 def _published_lexical(layout: Layout) -> LexicalIndex | None:
@@ -372,11 +592,11 @@ def _published_lexical(layout: Layout) -> LexicalIndex | None:
         return None
 
 
-def _report(prepared: Prepared, diff: Diff) -> BuildReport:
+def _report(prepared: Prepared, chunks: int, diff: Diff) -> BuildReport:
     """What this build found and changed: counts and names, never a value."""
     return BuildReport(
         documents=prepared.documents,
-        chunks=len(prepared.chunks),
+        chunks=chunks,
         embedded=0 if diff.unchanged else diff.to_embed,
         skipped=tuple(prepared.skipped),
         seconds=0.0,
@@ -397,56 +617,84 @@ def _kept(report: BuildReport) -> dict[str, Any]:
     return {k: v for k, v in report.to_dict().items() if k not in ("seconds", "generation", "dry_run")}
 
 
-def _write_generation(
-    layout: Layout,
-    prepared: Prepared,
-    keys: list[str],
-    vectors: list[list[float]],
-    embedder: Embedder,
-    diff: Diff,
-) -> str:
-    return write_generation(
-        layout,
-        prepared.chunks,
-        keys,
-        vectors,
-        embedder,
-        documents=prepared.documents,
-        report=_kept(_report(prepared, diff)),
-    )
+class GenerationWriter:
+    """A new generation being written: its store, taken in batches, and its lexical index,
+    taken one chunk at a time in order. Nothing of it is seen until it is published."""
+
+    def __init__(self, layout: Layout, dimension: int) -> None:
+        self.layout = layout
+        self.name = new_generation_name()
+        self.dimension = dimension
+        self.counts: dict[str, int] = defaultdict(int)
+        self.chunks = 0
+        try:
+            self.vector_store = layout.create_store(self.name)
+            self._lexical = LexicalBuilder(previous=_published_lexical(layout))
+        except BaseException:
+            layout.discard(self.name)
+            raise
+
+    def index(self, chunk: Chunk, key: str) -> None:
+        """Add the next chunk to the lexical index."""
+        self._lexical.add(chunk.chunk_id, chunk.source, chunk.embed_text, label_key(chunk.labels), key)
+
+    def store(self, chunks: Sequence[Chunk], keys: Sequence[str], vectors: Any) -> None:
+        """Write chunks with their vectors (rows of a float32 array) and content keys to the store."""
+        self.vector_store.add(chunks, vectors, keys)
+        for chunk in chunks:
+            self.counts[label_key(chunk.labels)] += 1
+        self.chunks += len(chunks)
+
+    def finish(self) -> None:
+        """Save the lexical index; call once every chunk is stored."""
+        if len(self._lexical) != self.chunks:
+            raise IndexStateError(
+                f"the lexical index holds {len(self._lexical)} chunks, the store {self.chunks}",
+                path=self.layout.path,
+            )
+        self._lexical.build().save(self.layout.lexical_dir(self.name))
+        self.vector_store.close()  # lets Chroma finish its files before the generation is published
+
+    def discard(self) -> None:
+        """Remove everything written."""
+        self.vector_store.close()
+        self.layout.discard(self.name)
 
 
 def write_generation(
     layout: Layout,
     chunks: Sequence[Chunk],
     keys: Sequence[str],
-    vectors: Sequence[Sequence[float]],
+    vectors: Any,
     embedder: Embedder,
     *,
     documents: int,
     report: dict[str, Any],
+    into: GenerationWriter | None = None,
 ) -> str:
     """Write a complete generation (store, lexical index, query encoder, manifest) and publish it;
-    on any failure, remove what was written and leave the published generation as it was."""
-    name = new_generation_name()
+    on any failure, remove what was written and leave the published generation as it was.
+
+    ``chunks`` are written with their content ``keys`` and ``vectors`` (one row each) in
+    batches, after what ``into`` (a generation written so far) already holds.
+    """
+    writer = into or GenerationWriter(layout, embedder.dimension)
+    name = writer.name
     try:
-        store = layout.create_store(name)
-        store.add(chunks, vectors, keys)
-        LexicalIndex.build(
-            (
-                (c.chunk_id, c.source, c.embed_text, label_key(c.labels), k)
-                for c, k in zip(chunks, keys, strict=True)
-            ),
-            previous=_published_lexical(layout),
-        ).save(layout.lexical_dir(name))
+        for start in range(0, len(chunks), WRITE_BATCH):
+            stop = start + WRITE_BATCH
+            for chunk, key in zip(chunks[start:stop], keys[start:stop], strict=True):
+                writer.index(chunk, key)
+            writer.store(
+                chunks[start:stop], keys[start:stop], np.asarray(vectors[start:stop], dtype=np.float32)
+            )
+        writer.finish()
         query_encoder = None
         if isinstance(embedder, SentenceTransformerEmbedder):
             encoder = f"{ENCODERS}/{embedder.fingerprint}"
             if embedder.export_query_encoder(layout.path / encoder):
                 query_encoder = encoder
-        counts: dict[str, int] = defaultdict(int)
-        for chunk in chunks:
-            counts[label_key(chunk.labels)] += 1
+        counts = writer.counts
         layout.publish(
             Manifest(
                 schema_version=SCHEMA_VERSION,
@@ -458,7 +706,7 @@ def write_generation(
                 chunker={"version": CHUNKER_VERSION, "max_tokens": embedder.max_tokens},
                 versions=package_versions(),
                 documents=documents,
-                chunks=len(chunks),
+                chunks=writer.chunks,
                 label_sets=sorted(counts),
                 label_set_counts=dict(sorted(counts.items())),
                 query_encoder=query_encoder,
@@ -466,6 +714,6 @@ def write_generation(
             )
         )
     except BaseException:
-        layout.discard(name)
+        writer.discard()
         raise
     return name

@@ -27,6 +27,7 @@ import importlib.util
 import json
 import re
 import threading
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,8 +138,8 @@ class _Matrix:
     PARAMS = "params.index.json"
 
     def save(self, folder: Path) -> None:
-        for name, array in zip(self.FILES, (self.data, self.indices, self.indptr), strict=True):
-            np.save(folder / name, array)
+        for name, values in zip(self.FILES, (self.data, self.indices, self.indptr), strict=True):
+            np.save(folder / name, values)
         (folder / self.VOCAB).write_text(json.dumps(self.vocab, ensure_ascii=False), encoding="utf-8")
         (folder / self.PARAMS).write_text(json.dumps(self.params, indent=4), encoding="utf-8")
 
@@ -200,76 +201,10 @@ class LexicalIndex:
         A chunk whose content key ``previous`` (the published generation's index) already
         holds takes its terms from there instead of being tokenised again.
         """
-        import bm25s
-
-        reusable = previous.term_bags() if previous is not None else {}
-        content_keys: list[str] = []
-        chunk_ids: list[str] = []
-        token_ids: list[list[int]] = []
-        keys: dict[str, int] = {}
-        acl: list[int] = []
-        sources: dict[str, int] = {}
-        documents: list[int] = []
-        vocab: dict[str, int] = {"": 0}
+        builder = LexicalBuilder(previous=previous)
         for chunk_id, source, text, key, *rest in entries:
-            content_key = rest[0] if rest else ""
-            chunk_ids.append(chunk_id)
-            content_keys.append(content_key)
-            documents.append(sources.setdefault(source, len(sources)))
-            bag = reusable.get(content_key) if content_key else None
-            tokens = bag if bag is not None else terms(text)
-            token_ids.append([vocab.setdefault(t, len(vocab)) for t in tokens] or [0])
-            acl.append(keys.setdefault(key, len(keys)))
-        if chunk_ids:
-            bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
-            bm25.index((token_ids, vocab), create_empty_token=False, show_progress=False)
-            scores = bm25.scores
-            matrix = _Matrix(
-                dict(bm25.vocab_dict),
-                np.asarray(scores["data"]),
-                np.asarray(scores["indices"]),
-                np.asarray(scores["indptr"]),
-                _params(bm25, int(scores["num_docs"])),
-            )
-        else:
-            empty = np.zeros(len(vocab) + 1, dtype=np.int32)
-            bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
-            matrix = _Matrix(vocab, np.zeros(0), np.zeros(0, dtype=np.int32), empty, _params(bm25, 0))
-        lengths = np.array([len(ids) for ids in token_ids], dtype=np.int32)
-        return cls(
-            matrix,
-            chunk_ids,
-            lengths,
-            np.array(acl, dtype=np.int32),
-            list(keys),
-            np.array(documents, dtype=np.int32),
-            content_keys,
-        )
-
-    def term_bags(self) -> dict[str, list[str]]:
-        """Each content key's terms (with their counts; order does not matter to BM25),
-        read back from the stored matrix."""
-        wanted = [i for i, key in enumerate(self._content_keys) if key]
-        if not wanted or not len(self._indices):
-            return {}
-        words = sorted(self._vocab, key=self._vocab.__getitem__)
-        df = np.diff(self._indptr)
-        term_of = np.repeat(np.arange(len(df)), df)
-        docs = self._indices.astype(np.int64)
-        tfc = self._data.astype(np.float64) / _idf(df[term_of], len(self.chunk_ids))
-        norm = K1 * (1 - B + B * self._lengths[docs] / self._avg_all)
-        tf = np.rint(tfc * norm / (1 - tfc)).astype(np.int64)
-        order = np.argsort(docs, kind="stable")
-        bounds = np.searchsorted(docs[order], np.arange(len(self.chunk_ids) + 1))
-        bags: dict[str, list[str]] = {}
-        for i in wanted:
-            span = order[bounds[i] : bounds[i + 1]]
-            bags[self._content_keys[i]] = [
-                words[t]
-                for t, n in zip(term_of[span].tolist(), tf[span].tolist(), strict=True)
-                for _ in range(n)
-            ]
-        return bags
+            builder.add(chunk_id, source, text, key, rest[0] if rest else "")
+        return builder.build()
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -387,3 +322,98 @@ class LexicalIndex:
         if len(np.unique(self._documents[docs])) > max_documents:
             return []
         return [self.chunk_ids[d] for d in docs.tolist()]
+
+
+class LexicalBuilder:
+    """Builds a :class:`LexicalIndex` one chunk at a time: each chunk is tokenised as it is
+    added and only its term ids are kept (four bytes a term), so a build never holds every
+    chunk's text at once."""
+
+    def __init__(self, *, previous: LexicalIndex | None = None) -> None:
+        self._previous = _TermBags(previous) if previous is not None else None
+        self._content_keys: list[str] = []
+        self._chunk_ids: list[str] = []
+        self._token_ids: list[array[int]] = []
+        self._keys: dict[str, int] = {}
+        self._acl = array("i")
+        self._sources: dict[str, int] = {}
+        self._documents = array("i")
+        self._vocab: dict[str, int] = {"": 0}
+
+    def __len__(self) -> int:
+        return len(self._chunk_ids)
+
+    def add(self, chunk_id: str, source: str, text: str, label_key: str, content_key: str = "") -> None:
+        """Index one chunk: its id, source document, indexed text, label-set key and content key."""
+        self._chunk_ids.append(chunk_id)
+        self._content_keys.append(content_key)
+        self._documents.append(self._sources.setdefault(source, len(self._sources)))
+        bag = self._previous.get(content_key) if self._previous is not None and content_key else None
+        tokens = bag if bag is not None else terms(text)
+        vocab = self._vocab
+        self._token_ids.append(array("i", [vocab.setdefault(t, len(vocab)) for t in tokens] or [0]))
+        self._acl.append(self._keys.setdefault(label_key, len(self._keys)))
+
+    def build(self) -> LexicalIndex:
+        """The index of every chunk added, in the order added."""
+        import bm25s
+
+        bm25 = bm25s.BM25(k1=K1, b=B, method="lucene")
+        if self._chunk_ids:
+            bm25.index((self._token_ids, self._vocab), create_empty_token=False, show_progress=False)
+            scores = bm25.scores
+            matrix = _Matrix(
+                dict(bm25.vocab_dict),
+                np.asarray(scores["data"]),
+                np.asarray(scores["indices"]),
+                np.asarray(scores["indptr"]),
+                _params(bm25, int(scores["num_docs"])),
+            )
+        else:
+            empty = np.zeros(len(self._vocab) + 1, dtype=np.int32)
+            matrix = _Matrix(self._vocab, np.zeros(0), np.zeros(0, dtype=np.int32), empty, _params(bm25, 0))
+        lengths = np.array([len(ids) for ids in self._token_ids], dtype=np.int32)
+        return LexicalIndex(
+            matrix,
+            self._chunk_ids,
+            lengths,
+            np.frombuffer(self._acl, dtype=np.int32).copy(),
+            list(self._keys),
+            np.frombuffer(self._documents, dtype=np.int32).copy(),
+            self._content_keys,
+        )
+
+
+class _TermBags:
+    """The terms of each content key of an index, recovered from its stored matrix on demand."""
+
+    def __init__(self, index: LexicalIndex) -> None:
+        keys = index._content_keys
+        self._at = {key: i for i, key in enumerate(keys) if key}
+        self._words: list[str] = []
+        if not self._at or not len(index._indices):
+            self._at = {}
+            return
+        self._words = sorted(index._vocab, key=index._vocab.__getitem__)
+        df = np.diff(index._indptr)
+        term_of = np.repeat(np.arange(len(df)), df)
+        docs = index._indices.astype(np.int64)
+        tfc = index._data.astype(np.float64) / _idf(df[term_of], len(index.chunk_ids))
+        norm = K1 * (1 - B + B * index._lengths[docs] / index._avg_all)
+        order = np.argsort(docs, kind="stable")
+        self._terms = term_of[order].astype(np.int32)
+        self._counts = np.rint(tfc * norm / (1 - tfc)).astype(np.int32)[order]
+        self._bounds = np.searchsorted(docs[order], np.arange(len(index.chunk_ids) + 1))
+
+    def get(self, content_key: str) -> list[str] | None:
+        """The terms of ``content_key`` (with their counts), or None when the index lacks it."""
+        i = self._at.get(content_key)
+        if i is None:
+            return None
+        lo, hi = int(self._bounds[i]), int(self._bounds[i + 1])
+        words = self._words
+        return [
+            words[t]
+            for t, n in zip(self._terms[lo:hi].tolist(), self._counts[lo:hi].tolist(), strict=True)
+            for _ in range(n)
+        ]

@@ -155,16 +155,20 @@ class ChromaStore:
             self._copy = None
             self._warming = None
 
-    def add(
-        self, chunks: Sequence[Chunk], embeddings: Sequence[Sequence[float]], keys: Sequence[str]
-    ) -> None:
-        """Write chunks with their vectors and content keys."""
+    def add(self, chunks: Sequence[Chunk], embeddings: Any, keys: Sequence[str]) -> None:
+        """Write chunks with their vectors (one row each: a float32 array or lists of floats)
+        and content keys, in batches no larger than the client takes at once."""
+        import numpy as np
+
+        vectors = np.asarray(embeddings, dtype=np.float32)
+        if len(vectors) != len(chunks) or len(keys) != len(chunks):
+            raise ValueError("chunks, vectors and keys differ in number")
         step = max(1, min(5000, int(self._client.get_max_batch_size())))
         for i in range(0, len(chunks), step):
             batch = chunks[i : i + step]
             self._collection.add(
                 ids=[c.chunk_id for c in batch],
-                embeddings=cast(Any, list(embeddings[i : i + step])),
+                embeddings=vectors[i : i + step],
                 documents=[c.text for c in batch],
                 metadatas=[
                     {**metadata_of(c), "content_key": k}
@@ -173,19 +177,44 @@ class ChromaStore:
             )
 
     def embeddings(self, ids: set[str]) -> dict[str, list[float]]:
-        """The stored vectors of ``ids`` (for reuse by the next generation)."""
-        out: dict[str, list[float]] = {}
+        """The stored vectors of ``ids``, as lists of floats."""
         wanted = sorted(ids)
-        for i in range(0, len(wanted), 5000):
-            got = self._collection.get(ids=wanted[i : i + 5000], include=["embeddings"])
-            out.update(
-                zip(
-                    got["ids"],
-                    (list(e.tolist() if hasattr(e, "tolist") else e) for e in got["embeddings"]),
-                    strict=True,
-                )
-            )
+        return dict(zip(wanted, self.vectors(wanted).tolist(), strict=True))
+
+    def vectors(self, ids: Sequence[str]) -> Any:
+        """The stored vectors of ``ids``, one float32 row each in the order given (for reuse
+        by the next generation); raises :class:`IndexStateError` when one is missing."""
+        import numpy as np
+
+        unique = list(dict.fromkeys(ids))
+        rows: dict[str, Any] = {}
+        for i in range(0, len(unique), 5000):
+            got = self._collection.get(ids=unique[i : i + 5000], include=["embeddings"])
+            rows.update(zip(got["ids"], got["embeddings"], strict=True))
+        missing = [cid for cid in unique if cid not in rows]
+        if missing:
+            raise IndexStateError(f"the store holds no vector for chunk {missing[0]}", path=self._where)
+        out = np.empty((len(ids), self._dimension(rows)), dtype=np.float32)
+        for n, cid in enumerate(ids):
+            out[n] = rows[cid]
         return out
+
+    @staticmethod
+    def _dimension(rows: dict[str, Any]) -> int:
+        return len(next(iter(rows.values()))) if rows else 0
+
+    @property
+    def _where(self) -> str:
+        return str(self.path) if self.path is not None else self.name
+
+    def metadata_batches(self, size: int = 5000) -> Iterator[dict[str, dict[str, Any]]]:
+        """Every chunk id with its metadata, ``size`` chunks at a time."""
+        total = self.count()
+        for offset in range(0, total, size):
+            got = self._collection.get(include=["metadatas"], limit=size, offset=offset)
+            yield {
+                cid: dict(meta or {}) for cid, meta in zip(got["ids"], got["metadatas"] or [], strict=True)
+            }
 
     def nearest(
         self, embedding: Sequence[float], *, where: dict[str, Any], k: int
