@@ -32,7 +32,7 @@ import numpy as np
 from .access import AccessMap, approval_policy, label_key
 from .actions import step_commands
 from .chunking import chunk_document
-from .embedding import Embedder, SentenceTransformerEmbedder
+from .embedding import Embedder, SentenceTransformerEmbedder, encoder_kind
 from .errors import ConfigError, IndexStateError, SourceError
 from .generations import (
     ENCODERS,
@@ -225,8 +225,12 @@ def check_sources(source_dirs: Sequence[Path | str]) -> None:
 
 
 def content_key(chunk: Chunk, embedder: Embedder) -> str:
-    """Identifies a chunk's vector: its embedded text and everything that shapes it."""
+    """Identifies a chunk's vector: its embedded text and everything that shapes it, the
+    encoder's kind included (torch keys are those of indexes built before there was a choice)."""
     shape = f"{CHUNKER_VERSION}\x1f{embedder.model_id}\x1f{embedder.dimension}\x1f{embedder.max_tokens}"
+    kind = encoder_kind(embedder)
+    if kind != "torch":
+        shape += f"\x1f{kind}"
     return hashlib.sha256(f"{shape}\x1f{chunk.embed_text}".encode()).hexdigest()[:32]
 
 
@@ -691,7 +695,7 @@ def write_generation(
         writer.finish()
         query_encoder = None
         if isinstance(embedder, SentenceTransformerEmbedder):
-            encoder = f"{ENCODERS}/{embedder.fingerprint}"
+            encoder = f"{ENCODERS}/{embedder.query_encoder_name}"
             if embedder.export_query_encoder(layout.path / encoder):
                 query_encoder = encoder
         counts = writer.counts
@@ -710,6 +714,7 @@ def write_generation(
                 label_sets=sorted(counts),
                 label_set_counts=dict(sorted(counts.items())),
                 query_encoder=query_encoder,
+                encoder=encoder_kind(embedder),
                 report=report,
             )
         )

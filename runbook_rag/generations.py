@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from .atomic import atomic_write
 from .errors import IndexNotFoundError, IndexStateError
 from .records import BuildReport
+from .settings import EncoderKind
 
 if TYPE_CHECKING:
     from .settings import ChromaSettings
@@ -61,6 +62,9 @@ class Manifest(BaseModel):
     label_sets: list[str]
     label_set_counts: dict[str, int] = {}
     query_encoder: str | None = None
+    encoder: EncoderKind = "torch"
+    """What embedded every vector of the generation (torch for manifests written before the
+    setting existed, when it was the only one)."""
     report: dict[str, Any] = {}
 
     def build_report(self) -> BuildReport:

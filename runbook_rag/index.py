@@ -101,7 +101,12 @@ class RunbookIndex:
         # Paths are checked before the model loads: a wrong one fails at once.
         check_sources(sources)
         check_index_folder(index_path, create=True)
-        embedder = embedder or SentenceTransformerEmbedder(settings.model, batch_size=settings.batch_size)
+        embedder = embedder or SentenceTransformerEmbedder(
+            settings.model,
+            batch_size=settings.batch_size,
+            encoder=settings.encoder,
+            cache=settings.cache_path(index_path),
+        )
         layout = open_layout(index_path, settings.chroma)
         try:
             not_mirrored: list[Skipped] = []

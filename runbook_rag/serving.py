@@ -88,7 +88,11 @@ class ServedIndex:
         )
 
     def encoder(self, manifest: Manifest) -> Embedder | OnnxQueryEncoder:
-        """The exported query encoder when the generation has one (no torch needed), else the model."""
+        """The exported query encoder when the generation has one (no torch needed), else the model.
+
+        Queries are embedded like the generation's documents: with the int8 export for an int8
+        generation, else with the fp32 export (equal to the model's vectors to rounding).
+        """
         if self._given is not None:
             return self._given
         wanted = manifest.query_encoder
@@ -97,12 +101,17 @@ class ServedIndex:
                 if self._encoder_name != wanted:  # one load (or one failure) per encoder
                     try:
                         self._encoder = OnnxQueryEncoder(self.layout.path / wanted)
+                        if self._encoder.kind != _kind(manifest):
+                            raise EmbeddingError(
+                                f"the query encoder {wanted} is {self._encoder.kind}, "
+                                f"the generation was embedded with {manifest.encoder}"
+                            )
                     except EmbeddingError as exc:
                         log.warning("%s; embedding queries with the full model instead", exc)
                         self._encoder = None
                     self._encoder_name = wanted
         encoder = self._encoder
-        if encoder is not None and encoder.model_id == manifest.model_id:
+        if encoder is not None and encoder.model_id == manifest.model_id and encoder.kind == _kind(manifest):
             return encoder
         return self.embedder()
 
@@ -155,6 +164,11 @@ class ServedIndex:
         if self.layout.keeps_derived:
             _keep(lexical, folder)
         return lexical
+
+
+def _kind(manifest: Manifest) -> str:
+    """The kind of query encoder that matches the generation's documents."""
+    return "int8" if manifest.encoder == "int8" else "onnx"
 
 
 def _keep(lexical: LexicalIndex, folder: Path) -> None:

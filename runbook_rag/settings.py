@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+EncoderKind = Literal["torch", "onnx", "int8"]
+
 
 class Settings(BaseSettings):
     """Configuration of runbook-rag; every field can be set as ``RUNBOOK_RAG_<NAME>``."""
@@ -28,6 +30,13 @@ class Settings(BaseSettings):
         description="Embedding model: the bundled all-MiniLM-L6-v2, or a local sentence-transformers folder.",
     )
     batch_size: int = Field(64, ge=1, le=1024, description="Embedding batch size.")
+    encoder: EncoderKind = Field(
+        "torch",
+        description=(
+            "What embeds documents: the model in torch, its ONNX export (onnx) or the export "
+            "quantised to int8. Changing it re-embeds everything; queries use the same kind."
+        ),
+    )
     cache_dir: Path | None = Field(
         None,
         description=(

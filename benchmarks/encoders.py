@@ -1,0 +1,111 @@
+"""Document encoders compared on the same texts: torch, ONNX fp32 and ONNX int8.
+
+    python benchmarks/encoders.py [FOLDER] [--access-map FILE] [--every N]
+
+FOLDER defaults to ../shared/corpus (access map benchmarks/corpus-access-map.yaml), or
+sample_runbooks/ when the corpus is absent. The texts are the chunks a build embeds
+(:func:`runbook_rag.build.prepare`); ``--every N`` keeps every N-th of them. Each encoder
+embeds all of them in the same run, after a warm-up:
+
+- torch: ``SentenceTransformer.encode`` in one large call (it sorts by length inside);
+- onnx / int8: :class:`runbook_rag.embedding.OnnxDocumentEncoder` over the fp32 export and
+  its int8 quantisation (weights per channel), graph optimisations on, one thread per
+  available core, batches of similar token length.
+
+Prints texts/s, the ratio to torch, padded positions (as a share of real tokens), and the
+cosine similarity of each vector to torch's (least and mean), with export times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from runbook_rag.access import AccessMap  # noqa: E402
+from runbook_rag.build import prepare  # noqa: E402
+from runbook_rag.embedding import SentenceTransformerEmbedder, available_cores  # noqa: E402
+
+
+def torch_padding(texts: list[str], lengths: list[int], batch_size: int) -> int:
+    """Padded positions of ``encode``: it sorts by character length, longest first."""
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    padding = 0
+    for start in range(0, len(order), batch_size):
+        batch = [lengths[i] for i in order[start : start + batch_size]]
+        padding += max(batch) * len(batch) - sum(batch)
+    return padding
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    corpus = ROOT.parent / "shared" / "corpus"
+    parser.add_argument("folder", nargs="?", type=Path, default=corpus if corpus.is_dir() else None)
+    parser.add_argument("--access-map", type=Path, default=None)
+    parser.add_argument("--every", type=int, default=1, help="keep every N-th text")
+    args = parser.parse_args()
+    folder = args.folder or ROOT / "sample_runbooks"
+    amap = args.access_map or (
+        ROOT / "benchmarks" / "corpus-access-map.yaml"
+        if folder.resolve() == corpus.resolve()
+        else folder / "access-map.yaml"
+    )
+    access_map = AccessMap.load(amap) if amap.exists() else AccessMap()
+
+    model = SentenceTransformerEmbedder()
+    texts = [c.embed_text for c in prepare([folder], embedder=model, access_map=access_map).chunks]
+    texts = texts[:: args.every]
+    # What each encoder sees: the text truncated to the window, with the special tokens.
+    lengths = [min(n, model.max_tokens) + 2 for n in model.count_tokens(texts)]
+    tokens = sum(lengths)
+    print(
+        f"{folder}: {len(texts)} texts, {tokens} tokens (mean {tokens / len(texts):.0f}); "
+        f"{available_cores()} cores"
+    )
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rr-encoders-") as cache:
+        model.embed(texts[:8])  # loads the model
+        started = time.perf_counter()
+        reference = np.asarray(model.embed(texts))
+        seconds = time.perf_counter() - started
+        rows.append(("torch", seconds, torch_padding(texts, lengths, 64), 1.0, 1.0, 0.0))
+        for kind in ("onnx", "int8"):
+            started = time.perf_counter()
+            embedder = SentenceTransformerEmbedder(encoder=kind, cache=Path(cache))
+            if embedder.encoder != kind:
+                print(f"{kind}: the export failed (see the warning); not measured")
+                continue
+            export = time.perf_counter() - started
+            encoder = embedder.document_encoder
+            assert encoder is not None
+            encoder.embed(texts[:8])
+            encoder.padding = 0
+            started = time.perf_counter()
+            vectors = np.asarray(encoder.embed(texts))
+            seconds = time.perf_counter() - started
+            cosine = (vectors * reference).sum(axis=1)
+            rows.append((kind, seconds, encoder.padding, float(cosine.min()), float(cosine.mean()), export))
+
+    base = len(texts) / rows[0][1]
+    names = ("encoder", "texts/s", "vs torch", "padding", "min cos", "mean cos", "export s")
+    print("\n" + " ".join(f"{n:>{16 if n == 'padding' else 8}}" for n in names))
+    for kind, seconds, padding, least, mean, export in rows:
+        rate = len(texts) / seconds
+        print(
+            f"{kind:>8} {rate:8.1f} {rate / base:7.2f}x {padding:>8} ({padding / tokens:5.1%}) "
+            f"{least:8.5f} {mean:8.5f} {export:8.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

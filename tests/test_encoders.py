@@ -1,0 +1,252 @@
+"""Document encoders: ONNX fp32 and int8 exports match the model, and a generation's vectors and
+queries all come from the one encoder its manifest names (real Chroma, real model)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runbook_rag import Principal, RunbookIndex
+from runbook_rag.build import content_key
+from runbook_rag.embedding import (
+    MIN_COSINE,
+    OnnxDocumentEncoder,
+    OnnxQueryEncoder,
+    SentenceTransformerEmbedder,
+    length_batches,
+)
+from runbook_rag.errors import EmbeddingError
+from runbook_rag.generations import FileLayout
+from runbook_rag.records import embed_text
+from runbook_rag.settings import Settings
+
+from .conftest import SAMPLES
+
+FILES = [
+    "finance/ledger-kafka-consumer-lag.md",
+    "platform/pod-crashloop.md",
+    "security/hsm-outage.md",
+]
+SRE = Principal("sam", frozenset({"sre", "payments-oncall", "security"}))
+
+
+def test_length_batches_cover_every_text_once_within_the_budget() -> None:
+    lengths = [5, 258, 17, 17, 100, 3, 258, 40, 1, 99] * 7
+    batches = list(length_batches(lengths, 600))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        assert len(batch) == 1 or len(batch) * width <= 600
+    # Sorted by length: each batch is no longer than the next one's shortest text.
+    for first, second in itertools.pairwise(batches):
+        assert max(lengths[i] for i in first) <= min(lengths[i] for i in second)
+
+
+def test_the_encoder_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RUNBOOK_RAG_ENCODER", "int8")
+    assert Settings().encoder == "int8"
+    assert Settings(encoder="onnx").encoder == "onnx"  # an explicit argument wins
+    with pytest.raises(ValueError):
+        Settings(encoder="fp16")  # type: ignore[arg-type]
+    with pytest.raises(EmbeddingError):
+        SentenceTransformerEmbedder(encoder="fp16")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache folder holding both exports, made once for the module's builds."""
+    folder = tmp_path_factory.mktemp("cache")
+    for kind in ("onnx", "int8"):
+        assert SentenceTransformerEmbedder(encoder=kind, cache=folder).encoder == kind
+    return folder
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    for name in FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLES / name, root / name)
+    return root
+
+
+def texts() -> list[str]:
+    parts = [p.read_text(encoding="utf-8") for p in sorted(SAMPLES.rglob("*.md"))]
+    paragraphs = [para for text in parts for para in text.split("\n\n") if para.strip()]
+    return paragraphs[::7] + [p[:3000] for p in parts[:6]] + ["db down", "Ünïcödé straße", "x"]
+
+
+@dataclass(frozen=True)
+class _Text:
+    embed_text: str
+
+
+def stored(index: Path) -> tuple[str, dict[str, list[float]], dict[str, str], dict[str, str]]:
+    """The published generation's encoder, and its vectors, embedded texts and content keys
+    by chunk id."""
+    store, manifest = FileLayout(index).load()
+    try:
+        text_of, keys = {}, {}
+        for cid, text, meta in store.documents():
+            text_of[cid] = embed_text(str(meta["title"]), json.loads(meta["heading_path"]), text)
+            keys[cid] = str(meta["content_key"])
+        return manifest.encoder, store.embeddings(set(text_of)), text_of, keys
+    finally:
+        store.close()
+
+
+def one_by_one(kind: str, texts: list[str], cache: Path) -> np.ndarray:
+    """The export's vectors of ``texts``, one text per call, as queries are embedded."""
+    encoder = SentenceTransformerEmbedder(encoder=kind, cache=cache).document_encoder  # type: ignore[arg-type]
+    assert encoder is not None
+    return np.asarray([encoder.embed([text])[0] for text in texts])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["onnx", "int8"])
+def test_the_onnx_document_encoder_matches_the_model(
+    kind: str, cache: Path, model: SentenceTransformerEmbedder
+) -> None:
+    embedder = SentenceTransformerEmbedder(encoder=kind, cache=cache)  # type: ignore[arg-type]
+    encoder = embedder.document_encoder
+    assert embedder.encoder == kind and isinstance(encoder, OnnxDocumentEncoder) and encoder.kind == kind
+    sample = texts()
+    assert (encoder.model_id, encoder.dimension, encoder.max_tokens) == (
+        model.model_id,
+        model.dimension,
+        model.max_tokens,
+    )
+    assert encoder.count_tokens(sample) == model.count_tokens(sample)
+    got, want = np.asarray(embedder.embed(sample)), np.asarray(model.embed(sample))
+    cosine = (got * want).sum(axis=1)
+    assert cosine.min() >= MIN_COSINE[kind] and cosine.mean() >= 0.99
+    if kind == "onnx":
+        assert np.abs(got - want).max() <= 1e-4
+    # One text at a time: the same vectors in fp32; in int8 the activations' scale is the
+    # batch's, so a vector moves a little with its batch, within the tolerance.
+    alone = np.asarray([encoder.embed([text])[0] for text in sample[:8]])
+    if kind == "onnx":
+        assert np.abs(alone - got[:8]).max() <= 1e-5
+    else:
+        assert (alone * got[:8]).sum(axis=1).min() >= MIN_COSINE[kind]
+
+
+@pytest.mark.slow
+def test_a_tampered_export_is_exported_again(tmp_path: Path, cache: Path) -> None:
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    (folder,) = (copy / "encoders").glob("*-int8")
+    probes = json.loads((folder / "probes.json").read_text())
+    probes["vectors"] = [[-x for x in v] for v in probes["vectors"]]
+    (folder / "probes.json").write_text(json.dumps(probes))
+    with pytest.raises(EmbeddingError, match="disagrees with the model"):
+        OnnxDocumentEncoder(folder)
+    embedder = SentenceTransformerEmbedder(encoder="int8", cache=copy)
+    assert embedder.encoder == "int8"
+    OnnxDocumentEncoder(folder)  # the export was made again, and agrees
+
+
+@pytest.mark.slow
+def test_an_encoder_change_re_embeds_everything_and_a_build_never_mixes_encoders(
+    src: Path, tmp_path: Path, cache: Path, model: SentenceTransformerEmbedder
+) -> None:
+    index = tmp_path / "idx"
+    settings = {kind: Settings(encoder=kind, cache_dir=cache) for kind in ("torch", "onnx", "int8")}
+    first = RunbookIndex.build([src], path=index, settings=settings["int8"])
+    assert first.embedded == first.chunks > 0
+    # More documents and another encoder: nothing of the last generation is reused.
+    shutil.copy(SAMPLES / "platform/kafka-broker-down.md", src / "platform/kafka-broker-down.md")
+    for kind in ("onnx", "torch", "int8"):
+        report = RunbookIndex.build([src], path=index, settings=settings[kind])
+        assert report.embedded == report.chunks and report.reused == 0, kind
+        encoder, vectors, text_of, keys = stored(index)
+        assert encoder == kind
+        ids = sorted(text_of)
+        embedder = SentenceTransformerEmbedder(encoder=kind, cache=cache)  # type: ignore[arg-type]
+        assert [keys[cid] for cid in ids] == [content_key(_Text(text_of[cid]), embedder) for cid in ids]  # type: ignore[arg-type]
+        got = np.asarray([vectors[cid] for cid in ids])
+        want = np.asarray(model.embed([text_of[cid] for cid in ids]))
+        if kind == "int8":
+            # Every vector is int8's: near the model's, but none of them the model's own.
+            assert (got * want).sum(axis=1).min() >= MIN_COSINE["int8"]
+            assert np.abs(got - want).max(axis=1).min() > 1e-3
+        else:
+            assert np.abs(got - want).max() <= 1e-4, kind
+    again = RunbookIndex.build([src], path=index, settings=settings["int8"])
+    assert again.embedded == 0 and again.generation == report.generation
+
+
+@pytest.mark.slow
+def test_a_failed_export_falls_back_to_torch(
+    src: Path, tmp_path: Path, model: SentenceTransformerEmbedder, monkeypatch, caplog
+) -> None:
+    def fail(self: SentenceTransformerEmbedder, folder: Path, kind: str) -> None:
+        raise EmbeddingError("the exporter is broken")
+
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_export", fail)
+    index = tmp_path / "idx"
+    with caplog.at_level(logging.WARNING, logger="runbook_rag"):
+        report = RunbookIndex.build([src], path=index, settings=Settings(encoder="int8"))
+    assert "the int8 encoder cannot be used (the exporter is broken); embedding documents with torch" in (
+        caplog.text
+    )
+    encoder, vectors, text_of, _ = stored(index)
+    assert encoder == "torch" and report.embedded == report.chunks
+    ids = sorted(text_of)
+    want = np.asarray(model.embed([text_of[cid] for cid in ids]))
+    assert np.abs(np.asarray([vectors[cid] for cid in ids]) - want).max() <= 1e-5
+    # Its keys are torch's: a torch build reuses every vector.
+    assert RunbookIndex.build([src], path=index, settings=Settings(encoder="torch")).embedded == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["onnx", "int8"])
+def test_queries_use_the_encoder_of_the_generation(
+    kind: str, src: Path, tmp_path: Path, cache: Path, model: SentenceTransformerEmbedder
+) -> None:
+    index = tmp_path / "idx"
+    RunbookIndex.build([src], path=index, settings=Settings(encoder=kind, cache_dir=cache))  # type: ignore[arg-type]
+    with RunbookIndex(index) as opened:
+        assert opened.manifest.encoder == kind
+        encoder = opened._served.encoder(opened.manifest)
+        assert isinstance(encoder, OnnxQueryEncoder) and encoder.kind == kind
+        queries = ["ledger consumer lag", "hsm is unreachable", "pods keep restarting in CrashLoopBackOff"]
+        got = np.asarray(encoder.embed(queries))
+        assert np.abs(got - one_by_one(kind, queries, cache)).max() <= 1e-5
+        # The fp32 export's queries are the model's, to rounding.
+        tolerance = 1e-4 if kind == "onnx" else 1 - MIN_COSINE["int8"]
+        assert ((got * np.asarray(model.embed(queries))).sum(axis=1) >= 1 - tolerance).all()
+        hits = opened.search("ledger consumer lag", principal=SRE, k=3)
+        assert hits[0].source == "finance/ledger-kafka-consumer-lag.md"
+
+
+@pytest.mark.slow
+def test_an_int8_build_with_its_export_cached_never_loads_torch(
+    src: Path, tmp_path: Path, cache: Path
+) -> None:
+    script = (
+        "import sys\n"
+        "from runbook_rag import RunbookIndex\n"
+        "from runbook_rag.settings import Settings\n"
+        f"settings = Settings(cache_dir={str(cache)!r})\n"
+        f"report = RunbookIndex.build([{str(src)!r}], path={str(tmp_path / 'idx')!r}, settings=settings)\n"
+        "assert report.embedded == report.chunks > 0\n"
+        "assert 'torch' not in sys.modules, 'torch was loaded'\n"
+    )
+    env = {**os.environ, "RUNBOOK_RAG_ENCODER": "int8"}
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    with RunbookIndex(tmp_path / "idx") as opened:
+        assert opened.manifest.encoder == "int8"
+        assert opened.manifest.query_encoder and opened.manifest.query_encoder.endswith("-int8")
