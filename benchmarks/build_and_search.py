@@ -69,6 +69,14 @@ def timed(fn: Any, *args: Any, **kwargs: Any) -> float:
 
 
 def peak_rss_mib() -> float:
+    """This process's peak RSS: its own high-water mark (ru_maxrss would start from the parent's
+    peak, which Linux carries over an exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -269,7 +269,11 @@ class Wide:
 tracemalloc.start()
 report = build_index([sys.argv[1]], index_path=sys.argv[2], embedder=Wide())
 assert report.embedded == report.chunks
-peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+# This process's own high-water mark (KiB): ru_maxrss would start from the parent's peak, which
+# Linux carries over an exec.
+status = open("/proc/self/status").read().split("VmHWM:")
+fallback = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak_rss = int(status[1].split()[0]) if len(status) > 1 else fallback
 print(report.chunks, peak_rss, tracemalloc.get_traced_memory()[1] // 1024)
 """
 
