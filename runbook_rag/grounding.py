@@ -53,7 +53,8 @@ def ground(text: str, cited: Sequence[tuple[int, Hit]]) -> tuple[str, tuple[Answ
     held: dict[str, tuple[int, StepCommand]] = {}
     quoted: set[str] = set()
     for n, hit in cited:
-        for c in (*hit.commands, *step_commands(hit.text, hit.start_line)):
+        # The build stored each passage's commands; a passage without any is read afresh.
+        for c in hit.commands or step_commands(hit.text, hit.start_line):
             held.setdefault(normalize(c.command, c.language), (n, c))
         quoted.update(normalize(line) for line in hit.text.split("\n"))
         quoted.update(normalize(span) for span in _spans(hit.text))

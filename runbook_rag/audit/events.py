@@ -100,9 +100,10 @@ class Auditor:
             "runbook_rag.action": action,
             "runbook_rag.interface": self.interface,
             "enduser.id": principal.user_id,
-            # Masked, and only where the audit trail keeps query text.
+            # Masked, and only where the audit trail keeps query text (and only when traced:
+            # masking is not free, and the record masks the query again for itself).
             "runbook_rag.query": redact(query).text
-            if self.log.keeps_query_text and isinstance(query, str)
+            if self.log.keeps_query_text and isinstance(query, str) and tracing.is_on()
             else None,
         }
         with tracing.span(f"runbook_rag {action}", attributes) as span:
