@@ -8,7 +8,7 @@ sample_runbooks/ when the corpus is absent. The texts are the chunks a build emb
 embeds all of them in the same run, after a warm-up:
 
 - torch: ``SentenceTransformer.encode`` in one large call (it sorts by length inside);
-- onnx / int8: :class:`runbook_rag.embedding.OnnxDocumentEncoder` over the fp32 export and
+- onnx / int8: :class:`runbook_rag.encoders.OnnxDocumentEncoder` over the fp32 export and
   its int8 quantisation (weights per channel), graph optimisations on, one thread per
   available core, batches of similar token length.
 
@@ -55,7 +55,8 @@ import numpy as np  # noqa: E402
 
 from runbook_rag.access import AccessMap  # noqa: E402
 from runbook_rag.build import prepare  # noqa: E402
-from runbook_rag.embedding import SentenceTransformerEmbedder, available_cores  # noqa: E402
+from runbook_rag.embedding import SentenceTransformerEmbedder  # noqa: E402
+from runbook_rag.encoders import available_cores  # noqa: E402
 
 
 def torch_padding(texts: list[str], lengths: list[int], batch_size: int) -> int:

@@ -17,13 +17,13 @@ principal cannot see.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .grounding import passage_commands, risk_marks
+from .parsing import passage_parser
 from .records import Answer, AnswerCommand, Citation, Hit
 
 ABSTAIN_TEXT = "No runbook you can access covers this."
@@ -241,7 +241,7 @@ def _line_map(hit: Hit, lines: list[str]) -> tuple[int, frozenset[int]] | None:
 def _blocks(lines: list[str], added: frozenset[int]) -> list[_Block]:
     """Top-level Markdown blocks of a chunk's text; lists split into their items, and an
     item holding a fragment into its own blocks (so its whole sentences can be quoted)."""
-    tokens = _parser().parse("\n".join(lines))
+    tokens = passage_parser().parse("\n".join(lines))
     blocks: list[_Block] = []
     for group in _children(tokens, 0):
         head = group[0]
@@ -309,13 +309,6 @@ def _closed(lines: list[str], fence: Any) -> bool:
     closer = lines[end - 1].strip() if end - 1 < len(lines) else ""
     marker = fence.markup
     return end - start >= 2 and closer == marker[0] * len(closer) and len(closer) >= len(marker)
-
-
-@functools.cache
-def _parser() -> Any:
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("commonmark").enable("table")
 
 
 def _usefulness(passage: Passage, question: str) -> int:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SourceError, SourceLimitError
+from .parsing import document_parser
 from .records import Chunk, Document
-from .sources.markdown import markdown_parser
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
 """Counts the model's word pieces of each text, without special tokens."""
@@ -109,7 +109,7 @@ def chunk_document(
 
 
 def _sections(text: str) -> list[_Section]:
-    tokens = markdown_parser().parse(text)
+    tokens = document_parser().parse(text)
     stack: list[tuple[int, str]] = []
     sections: list[_Section] = []
     blocks: list[_Block] = []

@@ -466,8 +466,9 @@ def index_info(index_path: Path | None, as_json: bool) -> None:
         _emit(info.to_dict())
         return
     click.echo(f"index       {info.index}")
-    for key in ("generation", "built_at", "model_id", "dimension", "documents", "chunks", "query_encoder"):
+    for key in ("generation", "built_at", "model_id", "dimension", "encoder", "documents", "chunks"):
         click.echo(f"{key:11s} {getattr(info, key)}")
+    click.echo(f"query_encoder {info.query_encoder}")
     click.echo("chunks per label set:")
     for labels, count in info.label_set_counts.items():
         click.echo(f"  {count:6d}  {labels}")

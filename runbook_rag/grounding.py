@@ -13,13 +13,12 @@ proposed, since a proposal must name a command of the runbook.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from .actions import step_commands
 from .commands import classify, extract_commands, normalize
+from .parsing import passage_parser
 from .records import AnswerCommand, Hit, StepCommand
 
 REMOVED_NOTE = "(Removed {n} command{s} that no cited runbook holds.)"
@@ -105,7 +104,7 @@ def ground(text: str, cited: Sequence[tuple[int, Hit]]) -> tuple[str, tuple[Answ
 def _code_lines(text: str) -> list[tuple[int, int]]:
     """The 0-based line ranges (end exclusive) of the contents of ``text``'s code blocks."""
     out = []
-    for tok in _parser().parse(text):
+    for tok in passage_parser().parse(text):
         if tok.map is None:
             continue
         if tok.type == "fence":
@@ -113,7 +112,8 @@ def _code_lines(text: str) -> list[tuple[int, int]]:
             closed = end - start >= 2 and text.split("\n")[end - 1].strip().startswith(tok.markup)
             out.append((start + 1, end - 1 if closed else end))
         elif tok.type == "code_block":
-            out.append(tuple(tok.map))
+            start, end = tok.map
+            out.append((start, end))
     return out
 
 
@@ -121,18 +121,11 @@ def _spans(text: str) -> list[str]:
     """The contents of ``text``'s code spans."""
     return [
         child.content
-        for tok in _parser().parse(text)
+        for tok in passage_parser().parse(text)
         if tok.type == "inline"
         for child in tok.children or ()
         if child.type == "code_inline"
     ]
-
-
-@functools.cache
-def _parser() -> Any:
-    from markdown_it import MarkdownIt
-
-    return MarkdownIt("commonmark").enable("table")
 
 
 def _without_empty_fences(lines: list[str]) -> list[str]:

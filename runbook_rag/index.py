@@ -176,6 +176,7 @@ class RunbookIndex:
             query_encoder=m.query_encoder,
             versions=dict(m.versions),
             report=m.build_report(),
+            encoder=m.encoder,
         )
 
     def labelled_groups(self) -> frozenset[str]:

@@ -311,6 +311,13 @@ class LexicalIndex:
         position = self._positions.get(chunk_id)
         return -1 if position is None else int(self._documents[position])
 
+    def label_key_of(self, chunk_id: str) -> str | None:
+        """The chunk's label set, as its key (None when the chunk is unknown)."""
+        if self._positions is None:
+            self._positions = {c: i for i, c in enumerate(self.chunk_ids)}
+        position = self._positions.get(chunk_id)
+        return None if position is None else self._keys[int(self._acl[position])]
+
     def naming(self, term: str, *, visible: frozenset[str], max_documents: int) -> list[str]:
         """The visible chunks containing ``term``, when they come from at most
         ``max_documents`` runbooks (a name, not a common word); else none."""

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from .access import check_entitled, is_entitled, where_filter
-from .embedding import Embedder, OnnxQueryEncoder
+from .access import check_entitled, where_filter
+from .embedding import Embedder
+from .encoders import OnnxQueryEncoder
 from .errors import QueryError
 from .lexical import LexicalIndex, identifiers, terms
 from .records import Hit, Principal, QueryTrace
@@ -98,8 +99,8 @@ def rank(
         return []
     vector = retrievers.embedder.embed([query])[0]
     if trace is not None:
-        nearest = store.nearest_labels(vector, k=k)
-        trace.withheld = sum(1 for labels in nearest if not is_entitled(principal, labels))
+        keys = frozenset(where["acl_key"]["$in"]) if where is not None else frozenset()
+        trace.withheld = sum(lexical.label_key_of(c) not in keys for c in store.nearest_ids(vector, k=k))
     if where is None:
         return []
     visible = frozenset(where["acl_key"]["$in"])

@@ -399,6 +399,7 @@ class IndexInfo:
     query_encoder: str | None
     versions: dict[str, str]
     report: BuildReport
+    encoder: str = "torch"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -408,6 +409,7 @@ class IndexInfo:
             "model_id": self.model_id,
             "dimension": self.dimension,
             "max_tokens": self.max_tokens,
+            "encoder": self.encoder,
             "documents": self.documents,
             "chunks": self.chunks,
             "label_sets": sorted(self.label_set_counts),

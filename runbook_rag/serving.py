@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .embedding import Embedder, OnnxQueryEncoder, SentenceTransformerEmbedder, resolve_model
+from .embedding import Embedder, SentenceTransformerEmbedder, resolve_model
+from .encoders import OnnxQueryEncoder
 from .errors import EmbeddingError, ModelMismatchError
 from .generations import Layout, Manifest
 from .lexical import CHUNKS_FILE, LexicalIndex

@@ -17,6 +17,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EncoderKind = Literal["torch", "onnx", "int8"]
+# The ONNX export embeds as the model does (cosine 1.0, the same retrieval quality) and faster
+# (benchmarks/encoders.py); int8 is faster still but loses recall (benchmarks/build_and_search.py).
+DEFAULT_ENCODER: EncoderKind = "onnx"
 
 
 class Settings(BaseSettings):
@@ -31,10 +34,11 @@ class Settings(BaseSettings):
     )
     batch_size: int = Field(64, ge=1, le=1024, description="Embedding batch size.")
     encoder: EncoderKind = Field(
-        "torch",
+        DEFAULT_ENCODER,
         description=(
-            "What embeds documents: the model in torch, its ONNX export (onnx) or the export "
-            "quantised to int8. Changing it re-embeds everything; queries use the same kind."
+            "What embeds documents: the model's ONNX export (onnx, the default), the model in "
+            "torch, or the export quantised to int8. Changing it re-embeds everything; queries "
+            "use the same kind."
         ),
     )
     cache_dir: Path | None = Field(

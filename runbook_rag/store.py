@@ -254,13 +254,12 @@ class ChromaStore:
             )
         )
 
-    def nearest_labels(self, embedding: Sequence[float], *, k: int) -> list[tuple[str, ...]]:
-        """The label lists of the ``k`` nearest chunks of the whole collection, and nothing
-        else: how much the access filter withheld, for the audit trail."""
-        result = self._collection.query(
-            query_embeddings=cast(Any, [list(embedding)]), n_results=k, include=["metadatas"]
-        )
-        return [labels_of(m or {}) for m in result["metadatas"][0]]
+    def nearest_ids(self, embedding: Sequence[float], *, k: int) -> list[str]:
+        """The ids of the ``k`` nearest chunks of the whole collection, and nothing else: how
+        much the access filter withheld, for the audit trail (their labels are looked up in
+        the generation's lexical index, not fetched)."""
+        vector = cast(Any, [list(embedding)])
+        return list(self._collection.query(query_embeddings=vector, n_results=k, include=[])["ids"][0])
 
     def score_ids(self, embedding: Sequence[float], ids: Sequence[str]) -> list[StoredMatch]:
         """The chunks ``ids`` (those that exist) with their exact cosine distance to ``embedding``."""

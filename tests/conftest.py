@@ -42,7 +42,14 @@ class HashEmbedder:
 
 @pytest.fixture(scope="session")
 def model() -> SentenceTransformerEmbedder:
+    """The bundled model with the library's default encoder, as a build without settings uses."""
     return SentenceTransformerEmbedder()
+
+
+@pytest.fixture(scope="session")
+def torch_model() -> SentenceTransformerEmbedder:
+    """The bundled model embedding in torch: the reference the exports are checked against."""
+    return SentenceTransformerEmbedder(encoder="torch")
 
 
 @pytest.fixture(scope="session")

@@ -207,7 +207,7 @@ def test_every_stored_chunk_has_valid_labels_and_no_front_matter(sample_index_pa
 
 
 def test_queries_use_the_exported_encoder_and_match_the_model(sample_index_path: Path, model) -> None:
-    from runbook_rag.embedding import OnnxQueryEncoder
+    from runbook_rag.encoders import OnnxQueryEncoder
 
     fast = RunbookIndex(sample_index_path)  # no embedder given: the index's own query encoder
     exact = RunbookIndex(sample_index_path, embedder=model)

@@ -16,15 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runbook_rag import Principal, RunbookIndex
+from runbook_rag import Principal, RunbookIndex, embedding
 from runbook_rag.build import content_key
-from runbook_rag.embedding import (
-    MIN_COSINE,
-    OnnxDocumentEncoder,
-    OnnxQueryEncoder,
-    SentenceTransformerEmbedder,
-    length_batches,
-)
+from runbook_rag.embedding import SentenceTransformerEmbedder
+from runbook_rag.encoders import MIN_COSINE, OnnxDocumentEncoder, OnnxQueryEncoder, length_batches
 from runbook_rag.errors import EmbeddingError
 from runbook_rag.generations import FileLayout
 from runbook_rag.records import embed_text
@@ -115,19 +110,19 @@ def one_by_one(kind: str, texts: list[str], cache: Path) -> np.ndarray:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnx", "int8"])
 def test_the_onnx_document_encoder_matches_the_model(
-    kind: str, cache: Path, model: SentenceTransformerEmbedder
+    kind: str, cache: Path, torch_model: SentenceTransformerEmbedder
 ) -> None:
     embedder = SentenceTransformerEmbedder(encoder=kind, cache=cache)  # type: ignore[arg-type]
     encoder = embedder.document_encoder
     assert embedder.encoder == kind and isinstance(encoder, OnnxDocumentEncoder) and encoder.kind == kind
     sample = texts()
     assert (encoder.model_id, encoder.dimension, encoder.max_tokens) == (
-        model.model_id,
-        model.dimension,
-        model.max_tokens,
+        torch_model.model_id,
+        torch_model.dimension,
+        torch_model.max_tokens,
     )
-    assert encoder.count_tokens(sample) == model.count_tokens(sample)
-    got, want = np.asarray(embedder.embed(sample)), np.asarray(model.embed(sample))
+    assert encoder.count_tokens(sample) == torch_model.count_tokens(sample)
+    got, want = np.asarray(embedder.embed(sample)), np.asarray(torch_model.embed(sample))
     cosine = (got * want).sum(axis=1)
     assert cosine.min() >= MIN_COSINE[kind] and cosine.mean() >= 0.99
     if kind == "onnx":
@@ -158,7 +153,7 @@ def test_a_tampered_export_is_exported_again(tmp_path: Path, cache: Path) -> Non
 
 @pytest.mark.slow
 def test_an_encoder_change_re_embeds_everything_and_a_build_never_mixes_encoders(
-    src: Path, tmp_path: Path, cache: Path, model: SentenceTransformerEmbedder
+    src: Path, tmp_path: Path, cache: Path, torch_model: SentenceTransformerEmbedder
 ) -> None:
     index = tmp_path / "idx"
     settings = {kind: Settings(encoder=kind, cache_dir=cache) for kind in ("torch", "onnx", "int8")}
@@ -175,7 +170,7 @@ def test_an_encoder_change_re_embeds_everything_and_a_build_never_mixes_encoders
         embedder = SentenceTransformerEmbedder(encoder=kind, cache=cache)  # type: ignore[arg-type]
         assert [keys[cid] for cid in ids] == [content_key(_Text(text_of[cid]), embedder) for cid in ids]  # type: ignore[arg-type]
         got = np.asarray([vectors[cid] for cid in ids])
-        want = np.asarray(model.embed([text_of[cid] for cid in ids]))
+        want = np.asarray(torch_model.embed([text_of[cid] for cid in ids]))
         if kind == "int8":
             # Every vector is int8's: near the model's, but none of them the model's own.
             assert (got * want).sum(axis=1).min() >= MIN_COSINE["int8"]
@@ -188,12 +183,13 @@ def test_an_encoder_change_re_embeds_everything_and_a_build_never_mixes_encoders
 
 @pytest.mark.slow
 def test_a_failed_export_falls_back_to_torch(
-    src: Path, tmp_path: Path, model: SentenceTransformerEmbedder, monkeypatch, caplog
+    src: Path, tmp_path: Path, torch_model: SentenceTransformerEmbedder, monkeypatch, caplog
 ) -> None:
     def fail(self: SentenceTransformerEmbedder, folder: Path, kind: str) -> None:
         raise EmbeddingError("the exporter is broken")
 
     monkeypatch.setattr(SentenceTransformerEmbedder, "_export", fail)
+    monkeypatch.setattr(embedding, "_MADE", {})  # no export this process made elsewhere either
     index = tmp_path / "idx"
     with caplog.at_level(logging.WARNING, logger="runbook_rag"):
         report = RunbookIndex.build([src], path=index, settings=Settings(encoder="int8"))
@@ -203,7 +199,7 @@ def test_a_failed_export_falls_back_to_torch(
     encoder, vectors, text_of, _ = stored(index)
     assert encoder == "torch" and report.embedded == report.chunks
     ids = sorted(text_of)
-    want = np.asarray(model.embed([text_of[cid] for cid in ids]))
+    want = np.asarray(torch_model.embed([text_of[cid] for cid in ids]))
     assert np.abs(np.asarray([vectors[cid] for cid in ids]) - want).max() <= 1e-5
     # Its keys are torch's: a torch build reuses every vector.
     assert RunbookIndex.build([src], path=index, settings=Settings(encoder="torch")).embedded == 0
@@ -212,7 +208,7 @@ def test_a_failed_export_falls_back_to_torch(
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["onnx", "int8"])
 def test_queries_use_the_encoder_of_the_generation(
-    kind: str, src: Path, tmp_path: Path, cache: Path, model: SentenceTransformerEmbedder
+    kind: str, src: Path, tmp_path: Path, cache: Path, torch_model: SentenceTransformerEmbedder
 ) -> None:
     index = tmp_path / "idx"
     RunbookIndex.build([src], path=index, settings=Settings(encoder=kind, cache_dir=cache))  # type: ignore[arg-type]
@@ -225,7 +221,7 @@ def test_queries_use_the_encoder_of_the_generation(
         assert np.abs(got - one_by_one(kind, queries, cache)).max() <= 1e-5
         # The fp32 export's queries are the model's, to rounding.
         tolerance = 1e-4 if kind == "onnx" else 1 - MIN_COSINE["int8"]
-        assert ((got * np.asarray(model.embed(queries))).sum(axis=1) >= 1 - tolerance).all()
+        assert ((got * np.asarray(torch_model.embed(queries))).sum(axis=1) >= 1 - tolerance).all()
         hits = opened.search("ledger consumer lag", principal=SRE, k=3)
         assert hits[0].source == "finance/ledger-kafka-consumer-lag.md"
 
@@ -250,3 +246,55 @@ def test_an_int8_build_with_its_export_cached_never_loads_torch(
     with RunbookIndex(tmp_path / "idx") as opened:
         assert opened.manifest.encoder == "int8"
         assert opened.manifest.query_encoder and opened.manifest.query_encoder.endswith("-int8")
+
+
+@pytest.mark.slow
+def test_a_first_build_exports_in_a_child_process_and_never_loads_torch(src: Path, tmp_path: Path) -> None:
+    # The default encoder, no export cached anywhere: the build makes one without torch.
+    script = (
+        "import sys\n"
+        "from runbook_rag import RunbookIndex\n"
+        f"report = RunbookIndex.build([{str(src)!r}], path={str(tmp_path / 'idx')!r})\n"
+        "assert report.embedded == report.chunks > 0\n"
+        "assert 'torch' not in sys.modules, 'torch was loaded'\n"
+        "assert 'sentence_transformers' not in sys.modules\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNBOOK_RAG_")}
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    (export,) = (tmp_path / "idx" / "cache" / "encoders").iterdir()
+    assert export.name.endswith("-onnx") and OnnxDocumentEncoder(export).kind == "onnx"
+    with RunbookIndex(tmp_path / "idx") as opened:
+        assert opened.manifest.encoder == "onnx" == opened.info().encoder
+        assert opened.info().to_dict()["encoder"] == "onnx"
+        hits = opened.search("ledger consumer lag", principal=SRE, k=3)
+        assert hits[0].source == "finance/ledger-kafka-consumer-lag.md"
+
+
+@pytest.mark.slow
+def test_an_export_made_once_in_a_process_is_copied_to_another_cache(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fail(self: SentenceTransformerEmbedder, folder: Path, kind: str) -> None:
+        raise AssertionError("exported a second time")
+
+    assert SentenceTransformerEmbedder(encoder="onnx", cache=cache).encoder == "onnx"  # known here
+    monkeypatch.setattr(SentenceTransformerEmbedder, "_export", fail)
+    other = tmp_path / "other"
+    embedder = SentenceTransformerEmbedder(encoder="onnx", cache=other)
+    assert embedder.encoder == "onnx"
+    (copied,) = (other / "encoders").iterdir()
+    (original,) = (cache / "encoders").glob("*-onnx")
+    assert copied.name == original.name
+    assert (copied / "model.onnx").read_bytes() == (original / "model.onnx").read_bytes()
+
+
+@pytest.mark.slow
+def test_an_export_that_fails_in_its_child_process_says_why(tmp_path: Path) -> None:
+    from runbook_rag.encoders import export_in_child
+
+    folder = tmp_path / "encoders" / "x-onnx"
+    with pytest.raises(EmbeddingError, match=r"the onnx export failed: .* is not a local sentence-"):
+        export_in_child(str(tmp_path / "no-such-model"), folder, "onnx")
+    assert not folder.exists()

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from ..parsing import passage_parser
 from .risks import Command, _words
 from .syntax import _parses
 from .wrappers import KNOWN_TOOLS, _tool_name
@@ -23,10 +24,8 @@ _SQL_END = re.compile(r";\s*(--.*)?$")
 
 def extract_commands(markdown_text: str, start_line: int = 1) -> list[Command]:
     """The commands of ``markdown_text`` in document order; ``start_line`` is its first line's number."""
-    from markdown_it import MarkdownIt
-
     found: list[Command] = []
-    for token in MarkdownIt("commonmark").enable("table").parse(markdown_text):
+    for token in passage_parser().parse(markdown_text):
         if token.map is None:
             continue
         first = start_line + token.map[0]

@@ -7,20 +7,14 @@ import re
 from typing import Any
 
 import yaml
-from markdown_it import MarkdownIt
-from mdit_py_plugins.front_matter import front_matter_plugin
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..access import AccessMap, LabelError, allows_instructions, validate_labels
 from ..errors import AccessLabelError, FrontMatterError
+from ..parsing import document_parser
 from ..records import BuildWarning, Document
 
 SUFFIXES = (".md", ".markdown")
-
-
-def markdown_parser() -> MarkdownIt:
-    """The one markdown-it configuration used for parsing and chunking."""
-    return MarkdownIt("commonmark").enable("table").use(front_matter_plugin)
 
 
 class FrontMatter(BaseModel):
@@ -65,7 +59,7 @@ def parse_markdown(
     misspelt ``access`` raises :class:`AccessLabelError`.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # line numbers as Markdown counts them
-    tokens = markdown_parser().parse(text)
+    tokens = document_parser().parse(text)
     meta: dict[str, Any] = {}
     fm_tokens = [t for t in tokens if t.type == "front_matter"]
     if fm_tokens:

@@ -1,0 +1,406 @@
+"""ONNX exports of the embedding model, and the encoders that run them without torch.
+
+An export is the model's transformer with mean pooling and normalisation as one ONNX graph
+(``onnx``: fp32; ``int8``: weights dynamically quantised per output channel), its fast
+tokenizer, and the model's own vectors of a few probe texts. Opening an export checks it
+against those vectors (:data:`MIN_COSINE`), so a later build verifies a cached export without
+loading torch.
+
+Exporting needs the model in torch. A process that has not loaded it exports in a child
+process (:func:`export_in_child`), so that torch never enters a build that embeds with
+onnxruntime: its memory is the child's, and it is given back when the export is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import runtime
+from .errors import EmbeddingError
+from .settings import EncoderKind
+
+# Before onnxruntime is imported: it writes its telemetry files on import.
+runtime.quiet()
+
+ENCODER_KINDS: tuple[EncoderKind, ...] = ("torch", "onnx", "int8")
+
+_ENCODER_META = "encoder.json"
+_PROBES_FILE = "probes.json"
+_PROBES = (
+    "postgres primary is down",
+    "kubectl -n payments rollout undo deploy/auth-gateway",
+    "Card authorisation decline spike\nDiagnosis\n\n1. Check the acquirer response codes (05, 51, 91).",
+    " ".join(["ledger consumer lag keeps growing on partition 7"] * 40),
+    "Rotate the TLS certificate\nSteps\n\n```bash\nopenssl x509 -in cert.pem -noout -enddate\n"
+    "kubectl -n ingress create secret tls edge --cert=cert.pem --key=key.pem --dry-run=client -o yaml\n```",
+    "| Alert | Severity | Owner |\n|---|---|---|\n| KubePodCrashLooping | warning | platform |\n"
+    "| EtcdNoLeader | critical | sre |",
+    "Die Datenbank antwortet nicht mehr; la base de données ne répond plus.",
+    "Disk usage above 90% on /var/lib/postgresql: check WAL archiving, replication slots and "
+    "long-running transactions before adding space. Escalate to the DBA on call if the archiver "
+    "has failed for more than 15 minutes.",
+)
+# The least cosine similarity to the model's vector that each export must reach on every probe.
+# fp32 agrees to rounding; int8 (weights per channel) measured 0.983 at worst over the shared
+# corpus's 3,571 chunks (mean 0.994; benchmarks/encoders.py) and 0.976 on a one-letter text, the
+# hardest kind; per-tensor int8 weights fell to 0.90. 0.97 passes a sound quantisation and
+# rejects a broken one.
+MIN_COSINE: dict[str, float] = {"onnx": 0.9999, "int8": 0.97}
+# Padded tokens per ONNX call at most: long texts go a few at a time, short ones many at a time.
+_BATCH_TOKENS = 4096
+
+
+def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
+    """Export the loaded sentence-transformers ``model`` as ONNX (``onnx``: fp32; ``int8``:
+    weights quantised per channel) to ``folder``, atomically, with the model's vectors of the
+    probe texts; raise :class:`EmbeddingError` when the model's shape is not supported or the
+    export disagrees with the model on the probes."""
+    names = [type(m).__name__ for m in model]
+    pooling = getattr(model[1], "pooling_mode", None) if len(names) > 1 else None
+    if names != ["Transformer", "Pooling", "Normalize"] or pooling != "mean":
+        raise EmbeddingError(f"only transformer, mean pooling, normalise can be exported, not {names}")
+    try:
+        import onnx  # noqa: F401  (torch's exporter needs it)
+        import torch
+    except ImportError as exc:
+        raise EmbeddingError(f"exporting needs {exc.name}") from exc
+    auto_model = model[0].auto_model
+    backend = getattr(model.tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise EmbeddingError("the model has no fast tokenizer to export")
+    inputs = ["input_ids", "attention_mask"]
+    if getattr(auto_model.config, "type_vocab_size", 0):
+        inputs.append("token_type_ids")
+    sample = model.tokenizer(["a query"], return_tensors="pt")
+    max_length = int(model.max_seq_length)
+    meta = {
+        "model_id": model_id,
+        "dimension": int(model.get_embedding_dimension()),
+        "max_tokens": max_length - len(model.tokenizer("", add_special_tokens=True)["input_ids"]),
+        "inputs": inputs,
+        "max_length": max_length,
+        "kind": kind,
+    }
+    tmp = _staging(folder, f"write the {kind} export to")
+    try:
+        with warnings.catch_warnings():
+            # The tracer's warnings are about shapes we declare dynamic below.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                _MeanPooled(auto_model, inputs).eval(),
+                tuple(sample[name] for name in inputs),
+                str(tmp / "model.onnx"),
+                input_names=inputs,
+                output_names=["embedding"],
+                dynamic_axes={name: {0: "batch", 1: "tokens"} for name in inputs},
+                opset_version=17,
+                dynamo=False,
+            )
+        if kind == "int8":
+            _quantize(tmp / "model.onnx")
+        (tmp / "tokenizer.json").write_text(backend.to_str(), encoding="utf-8")
+        (tmp / _ENCODER_META).write_text(json.dumps(meta), encoding="utf-8")
+        vectors = model.encode(
+            list(_PROBES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+        probes = {"texts": list(_PROBES), "vectors": vectors.tolist()}
+        (tmp / _PROBES_FILE).write_text(json.dumps(probes), encoding="utf-8")
+        OnnxDocumentEncoder(tmp)  # checks itself against the probes
+        tmp.chmod(0o755)  # mkdtemp makes it private; a service user must read it
+        os.replace(tmp, folder)
+    except OSError as exc:
+        # Another builder may have published the same export first.
+        if not folder.is_dir():
+            raise EmbeddingError(f"cannot write the {kind} export to {folder}: {exc}") from exc
+    except RuntimeError as exc:  # torch's exporter
+        raise EmbeddingError(f"the {kind} export failed: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _staging(folder: Path, doing: str) -> Path:
+    """A new private folder beside ``folder``, where it is written before being published
+    whole. Staging folders a killed process left there over an hour ago are removed."""
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        stale = time.time() - 3600
+        for left in folder.parent.glob(".encoder-*"):
+            if left.stat().st_mtime < stale:
+                shutil.rmtree(left, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=".encoder-", dir=folder.parent))
+    except OSError as exc:
+        raise EmbeddingError(f"cannot {doing} {folder}: {exc}") from exc
+
+
+def export_in_child(model: str, folder: Path, kind: EncoderKind, *, timeout: float = 900.0) -> None:
+    """:func:`export` the model ``model`` (a model setting: the bundled model's name or a
+    folder) in a child process of the same interpreter, which loads torch and exits."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    paths = [package_root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    code = "import sys; from runbook_rag.encoders import _export_main; sys.exit(_export_main(sys.argv[1:]))"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, model, str(folder), kind],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EmbeddingError(f"the {kind} export could not run: {exc}") from exc
+    if done.returncode or not folder.is_dir():
+        lines = done.stderr.strip().splitlines()
+        raise EmbeddingError(f"the {kind} export failed: {lines[-1] if lines else f'exit {done.returncode}'}")
+
+
+def _export_main(argv: list[str]) -> int:
+    """The child process of :func:`export_in_child`: ``MODEL FOLDER KIND``."""
+    from .embedding import SentenceTransformerEmbedder
+
+    model, folder, kind = argv
+    if kind not in ("onnx", "int8"):
+        print(f"cannot export as {kind!r}", file=sys.stderr)
+        return 2
+    try:
+        embedder = SentenceTransformerEmbedder(model, encoder="torch")
+        export(embedder.torch_model, embedder.model_id, Path(folder), kind)  # type: ignore[arg-type]
+    except EmbeddingError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _quantize(model: Path) -> None:
+    """Replace the fp32 model with its dynamic int8 quantisation: weights int8 per output
+    channel (per-tensor weights lost too much: cosine 0.90 at worst), activations uint8."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise EmbeddingError(f"int8 quantisation needs {exc.name}") from exc
+    target = model.with_name("model.int8.onnx")
+    quantize_logger = logging.getLogger()
+    level = quantize_logger.level
+    quantize_logger.setLevel(logging.ERROR)  # it advises pre-processing on the root logger
+    try:
+        quantize_dynamic(str(model), str(target), weight_type=QuantType.QInt8, per_channel=True)
+    except Exception as exc:  # onnx and onnxruntime errors share no base class but Exception
+        raise EmbeddingError(f"int8 quantisation failed: {exc}") from exc
+    finally:
+        quantize_logger.setLevel(level)
+    os.replace(target, model)
+
+
+def publish_copy(source: Path, folder: Path) -> None:
+    """Publish a copy of the export in ``source`` as ``folder`` (hard links where possible:
+    exports are replaced whole, never written in place)."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    tmp = _staging(folder, "copy the export to")
+    try:
+        shutil.copytree(source, tmp, copy_function=link, dirs_exist_ok=True)
+        tmp.chmod(0o755)
+        os.replace(tmp, folder)
+    except OSError as exc:
+        if not folder.is_dir():
+            raise EmbeddingError(f"cannot copy the export to {folder}: {exc}") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _MeanPooled:
+    """The transformer with mean pooling and L2 normalisation, as one traceable module."""
+
+    def __new__(cls, auto_model: Any, inputs: list[str]) -> Any:
+        import torch
+
+        class Module(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = auto_model
+
+            def forward(self, *args: Any) -> Any:
+                named = dict(zip(inputs, args, strict=True))
+                hidden = self.model(**named).last_hidden_state
+                mask = named["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                return torch.nn.functional.normalize(pooled, dim=1)
+
+        return Module()
+
+
+class OnnxQueryEncoder:
+    """Embeds queries with an exported model: onnxruntime and the tokenizer, no torch."""
+
+    def __init__(self, folder: Path) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        ort.disable_telemetry_events()  # in case it was imported before telemetry was switched off
+        try:
+            meta = json.loads((folder / _ENCODER_META).read_text(encoding="utf-8"))
+            self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = min(2, os.cpu_count() or 1)
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(
+                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            raise EmbeddingError(f"cannot load the query encoder in {folder}: {exc}") from exc
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(int(meta["max_length"]))
+        self._inputs: list[str] = list(meta["inputs"])
+        self.model_id: str = meta["model_id"]
+        self.dimension: int = int(meta["dimension"])
+        self.kind: EncoderKind = "int8" if meta.get("kind") == "int8" else "onnx"
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        import numpy as np
+
+        out = []
+        for text in texts:
+            enc = self._tokenizer.encode(text)
+            columns = {
+                "input_ids": enc.ids,
+                "attention_mask": enc.attention_mask,
+                "token_type_ids": enc.type_ids,
+            }
+            feed = {name: np.array([columns[name]], dtype=np.int64) for name in self._inputs}
+            out.append(self._session.run(None, feed)[0][0].tolist())
+        return out
+
+
+class OnnxDocumentEncoder:
+    """Embeds documents with an export of the model (fp32 or int8): onnxruntime with every
+    graph optimisation, one thread per available core, and batches of similar token length
+    so that padding is near zero. Implements :class:`Embedder`.
+
+    Opening checks the export against the model's vectors of the probe texts kept beside it
+    (:data:`MIN_COSINE` for its kind) and raises :class:`EmbeddingError` when they disagree.
+    The int8 export quantises activations with one scale per call, so a text's int8 vector
+    moves a little with the texts batched with it (cosine 0.99 between batched and alone, as
+    close as either is to the model's); fp32 vectors do not depend on the batch.
+    """
+
+    def __init__(self, folder: Path, *, batch_tokens: int = _BATCH_TOKENS) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        ort.disable_telemetry_events()
+        try:
+            meta = json.loads((folder / _ENCODER_META).read_text(encoding="utf-8"))
+            probes = json.loads((folder / _PROBES_FILE).read_text(encoding="utf-8"))
+            self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = available_cores()
+            options.log_severity_level = 3
+            self._session = ort.InferenceSession(
+                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+            self._inputs: list[str] = list(meta["inputs"])
+            self.model_id: str = meta["model_id"]
+            self.dimension = int(meta["dimension"])
+            max_length = int(meta["max_length"])
+            self.max_tokens = int(meta.get("max_tokens", max_length - 2))
+            self.kind: EncoderKind = "int8" if meta.get("kind") == "int8" else "onnx"
+        except Exception as exc:  # onnxruntime's errors share no base class but Exception
+            raise EmbeddingError(f"cannot load the document encoder in {folder}: {exc}") from exc
+        self.folder = folder
+        self._batch_tokens = batch_tokens
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length)
+        self._counter.no_padding()
+        self._counter.no_truncation()
+        self.padding = 0  # padded positions fed so far, for benchmarks
+        self._verify(probes["texts"], probes["vectors"])
+
+    def _verify(self, texts: list[str], want: list[list[float]]) -> None:
+        import numpy as np
+
+        got = np.asarray(self.embed(texts), dtype=np.float64)
+        ref = np.asarray(want, dtype=np.float64)
+        if got.shape != ref.shape:
+            raise EmbeddingError(f"the export in {self.folder} gives {got.shape} vectors, not {ref.shape}")
+        cosine = float((got * ref).sum(axis=1).min())
+        worst = float(np.abs(got - ref).max())
+        # fp32 must agree to rounding, element by element too.
+        if cosine < MIN_COSINE[self.kind] or (self.kind == "onnx" and worst > 1e-4):
+            raise EmbeddingError(
+                f"the {self.kind} export in {self.folder} disagrees with the model on the probe texts "
+                f"(least cosine {cosine:.4f}, largest difference {worst:.1e})"
+            )
+
+    @property
+    def encoder(self) -> EncoderKind:
+        return self.kind
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        import numpy as np
+
+        if not texts:
+            return []
+        encoded = self._tokenizer.encode_batch(list(texts))
+        lengths = [len(e.ids) for e in encoded]
+        out: list[list[float]] = [[] for _ in texts]
+        for batch in length_batches(lengths, self._batch_tokens):
+            width = max(lengths[i] for i in batch)
+            columns = {name: np.zeros((len(batch), width), dtype=np.int64) for name in self._inputs}
+            for row, i in enumerate(batch):
+                enc, n = encoded[i], lengths[i]
+                columns["input_ids"][row, :n] = enc.ids
+                columns["attention_mask"][row, :n] = 1
+                if "token_type_ids" in columns:
+                    columns["token_type_ids"][row, :n] = enc.type_ids
+                self.padding += width - n
+            vectors = self._session.run(None, columns)[0]
+            for row, i in enumerate(batch):
+                out[i] = vectors[row].tolist()
+        return out
+
+
+def length_batches(lengths: Sequence[int], max_tokens: int) -> Iterator[list[int]]:
+    """Indexes of ``lengths`` in batches of similar length (sorted), each at most ``max_tokens``
+    once padded to its longest: padding stays near zero and memory bounded."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    batch: list[int] = []
+    for i in order:
+        # Sorted ascending, so the newest is the longest: the padded size is rows x its length.
+        if batch and (len(batch) + 1) * lengths[i] > max_tokens:
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1

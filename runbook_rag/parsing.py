@@ -1,0 +1,30 @@
+"""The markdown-it configurations runbook-rag parses Markdown with.
+
+Building a parser compiles its rules (and a linkify matcher, which keeps state between
+calls), so each configuration is built once per thread and reused.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from markdown_it import MarkdownIt
+from mdit_py_plugins.front_matter import front_matter_plugin
+
+_local = threading.local()
+
+
+def document_parser() -> MarkdownIt:
+    """CommonMark with tables and YAML front matter: a whole runbook, for parsing and chunking."""
+    parser: MarkdownIt | None = getattr(_local, "document", None)
+    if parser is None:
+        parser = _local.document = MarkdownIt("commonmark").enable("table").use(front_matter_plugin)
+    return parser
+
+
+def passage_parser() -> MarkdownIt:
+    """CommonMark with tables: the text of a passage or an answer."""
+    parser: MarkdownIt | None = getattr(_local, "passage", None)
+    if parser is None:
+        parser = _local.passage = MarkdownIt("commonmark").enable("table")
+    return parser
