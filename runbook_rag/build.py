@@ -23,6 +23,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -326,7 +327,9 @@ def build_index(
 
 # Documents prepared ahead of the encoder: enough for a window of chunks while it works.
 QUEUE_DEPTH = 512
-# Texts embedded together, sorted by length so that batches are padded little.
+# Texts embedded together, sorted by length so that batches are padded little: the first
+# window is small, so that the encoder starts early, and each next one twice as large.
+FIRST_WINDOW = 128
 WINDOW = 2048
 # Chunks per write to the store.
 WRITE_BATCH = 2048
@@ -334,6 +337,17 @@ WRITE_BATCH = 2048
 HOLD = 8192
 
 _T = TypeVar("_T")
+# How much lower the build's helper threads (preparing documents, writing) run than the
+# encoder's: when they compete for the cores, the encoder's threads, which wait for each other
+# at every step, are not held up by a helper that took one of their cores.
+HELPER_NICENESS = 10
+
+
+def _yield_to_the_encoder() -> None:
+    """Lower the calling thread's scheduling priority (Linux: niceness is per thread)."""
+    with contextlib.suppress(AttributeError, OSError):
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + HELPER_NICENESS)
 
 
 def _ahead(items: Iterator[_T], *, depth: int) -> Generator[_T, None, None]:
@@ -355,6 +369,7 @@ def _ahead(items: Iterator[_T], *, depth: int) -> Generator[_T, None, None]:
         return False
 
     def produce() -> None:
+        _yield_to_the_encoder()
         try:
             for item in items:
                 if not put((item, None, False)):
@@ -468,7 +483,8 @@ def _diff(old: dict[str, _Record], new: dict[str, _Record]) -> Diff:
 class _Pipeline:
     """Takes a build's chunks in order and writes them to a new generation as their vectors
     become known: reused from the published generation by content key, or embedded a
-    window of texts at a time (longest first, so that each batch pads little)."""
+    window of texts at a time (longest first, so that each batch pads little). Each batch is
+    written by a thread of its own while the next window is embedded, one batch at a time."""
 
     def __init__(
         self, layout: Layout, embedder: Embedder, published: _Published, *, progress: ProgressCallback | None
@@ -485,6 +501,10 @@ class _Pipeline:
         self._fresh: dict[str, str] = {}  # content key -> the chunk stored with its new vector
         self._embedded = 0
         self._total: int | None = None
+        self._window = min(FIRST_WINDOW, WINDOW)
+        self._writes: ThreadPoolExecutor | None = None
+        self._written: Future[None] | None = None  # the batch being written
+        self._unindexed: list[tuple[Chunk, str]] = []  # in order, not yet in the lexical index
 
     def add(self, chunk: Chunk, key: str, *, changed: bool) -> None:
         """Take the next chunk; ``changed`` when the published generation lacks it as it is."""
@@ -495,12 +515,14 @@ class _Pipeline:
             self._waiting += 1
         self._held.append((chunk, key))
         if self._writer is not None:
-            self._writer.index(chunk, key)
+            self._unindexed.append((chunk, key))
         elif changed or len(self._held) >= HOLD:
             self._open()
-        if len(self._pending) >= WINDOW:
+        if len(self._pending) >= self._window:
             self._embed()
-        if self._writer is not None and len(self._held) - self._waiting >= WRITE_BATCH:
+            if self._writer is not None:
+                self._store()
+        elif self._writer is not None and len(self._held) - self._waiting >= WRITE_BATCH:
             self._store()
 
     def expect(self, total: int) -> None:
@@ -519,6 +541,8 @@ class _Pipeline:
         if self._pending:
             self._embed()
         self._store()
+        self._drain()
+        self._stop_writing()
         assert self._writer is not None
         return write_generation(
             self._layout, [], [], [], self._embedder, documents=documents, report=report, into=self._writer
@@ -526,14 +550,27 @@ class _Pipeline:
 
     def discard(self) -> None:
         """Remove whatever this build wrote (the published generation is untouched)."""
+        with contextlib.suppress(BaseException):  # the build failed already, or wrote nothing
+            self._drain()
+        self._stop_writing()
         if self._writer is not None:
             self._writer.discard()
             self._writer = None
 
+    def _drain(self) -> None:
+        """Wait for the batch being written; raise what it raised."""
+        written, self._written = self._written, None
+        if written is not None:
+            written.result()
+
+    def _stop_writing(self) -> None:
+        if self._writes is not None:
+            self._writes.shutdown(wait=True)
+            self._writes = None
+
     def _open(self) -> None:
         self._writer = GenerationWriter(self._layout, self._embedder.dimension)
-        for chunk, key in self._held:
-            self._writer.index(chunk, key)
+        self._unindexed.extend(self._held)
 
     def _embed(self) -> None:
         keys = sorted(self._pending, key=lambda k: -len(self._pending[k]))
@@ -546,20 +583,46 @@ class _Pipeline:
                 self._report(self._embedded)
         self._pending.clear()
         self._waiting = 0
+        self._window = min(2 * self._window, WINDOW)
 
     def _store(self) -> None:
-        """Write every held chunk whose vector is known, in batches."""
+        """Write every held chunk whose vector is known, in batches, and index the chunks
+        taken since the last call (in order), on the write thread."""
         assert self._writer is not None
         writable = [(c, k) for c, k in self._held if k not in self._pending]
         self._held = [(c, k) for c, k in self._held if k in self._pending]
+        unindexed, self._unindexed = self._unindexed, []
+        if not writable and unindexed:
+            self._submit(unindexed, [], [], None)
         for start in range(0, len(writable), WRITE_BATCH):
             batch = writable[start : start + WRITE_BATCH]
-            self._writer.store([c for c, _ in batch], [k for _, k in batch], self._vectors(batch))
+            vectors = self._vectors(batch)
+            self._submit(unindexed, [c for c, _ in batch], [k for _, k in batch], vectors)
+            unindexed = []
             for chunk, key in batch:
                 if key in self._ready:
                     self._fresh[key] = chunk.chunk_id
             for _, key in batch:
                 self._ready.pop(key, None)
+
+    def _submit(
+        self, unindexed: list[tuple[Chunk, str]], chunks: list[Chunk], keys: list[str], vectors: Any
+    ) -> None:
+        writer = self._writer
+        assert writer is not None
+
+        def write() -> None:
+            for chunk, key in unindexed:
+                writer.index(chunk, key)
+            if chunks:
+                writer.store(chunks, keys, vectors)
+
+        self._drain()  # one batch in flight at most: memory stays bounded
+        if self._writes is None:
+            self._writes = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="runbook-rag-write", initializer=_yield_to_the_encoder
+            )
+        self._written = self._writes.submit(write)
 
     def _vectors(self, batch: list[tuple[Chunk, str]]) -> Any:
         assert self._writer is not None
@@ -574,6 +637,8 @@ class _Pipeline:
                 new.append((n, self._fresh[key]))  # a text this build embedded for an earlier chunk
             else:
                 old.append((n, self._published.holder[key]))
+        if new:
+            self._drain()  # those vectors may be in the batch being written
         for rows, store in ((old, self._published.store), (new, self._writer.vector_store)):
             if rows:
                 out[[n for n, _ in rows]] = store.vectors([cid for _, cid in rows])

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def generations(index: Path) -> list[str]:
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows, writes and the hold-back far smaller than a test folder, so that every path
     of the pipeline runs many times over."""
+    monkeypatch.setattr(building, "FIRST_WINDOW", 4)
     monkeypatch.setattr(building, "WINDOW", 16)
     monkeypatch.setattr(building, "WRITE_BATCH", 8)
     monkeypatch.setattr(building, "HOLD", 24)
@@ -330,3 +332,35 @@ def test_the_sample_folder_builds_the_same_in_batches_with_the_model(
         assert np.allclose(vector, piped[cid][2], atol=1e-5)
     manifests = [json.loads((p / "manifest.json").read_text()) for p in (tmp_path / "piped").glob("gen-*")]
     assert manifests[0]["chunks"] == len(piped)
+
+
+def test_the_helper_threads_run_below_the_encoder(
+    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = sources(tmp_path / "src", documents=6, sections=4)
+    niceness: dict[str, set[int]] = {"prepare": set(), "write": set(), "embed": set()}
+
+    def mine() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    real_chunk_document, real_add = building.chunk_document, ChromaStore.add
+
+    def chunk_document(doc: Any, **kwargs: Any) -> Any:
+        niceness["prepare"].add(mine())
+        return real_chunk_document(doc, **kwargs)
+
+    def add(self: ChromaStore, chunks: Any, embeddings: Any, keys: Any) -> None:
+        niceness["write"].add(mine())
+        real_add(self, chunks, embeddings, keys)
+
+    class Recording(HashEmbedder):
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            niceness["embed"].add(mine())
+            return super().embed(texts)
+
+    monkeypatch.setattr(building, "chunk_document", chunk_document)
+    monkeypatch.setattr(ChromaStore, "add", add)
+    build_index([src], index_path=tmp_path / "idx", embedder=Recording())
+    (encoder,) = niceness["embed"]
+    assert encoder == mine()  # the caller's thread, as it was
+    assert niceness["prepare"] == niceness["write"] == {min(encoder + building.HELPER_NICENESS, 19)}
