@@ -34,6 +34,7 @@ from .access import AccessMap, approval_policy, label_key
 from .actions import step_commands
 from .chunking import chunk_document
 from .embedding import Embedder, SentenceTransformerEmbedder, encoder_kind
+from .encoders import RECIPES
 from .errors import ConfigError, IndexStateError, SourceError
 from .generations import (
     ENCODERS,
@@ -231,7 +232,7 @@ def content_key(chunk: Chunk, embedder: Embedder) -> str:
     shape = f"{CHUNKER_VERSION}\x1f{embedder.model_id}\x1f{embedder.dimension}\x1f{embedder.max_tokens}"
     kind = encoder_kind(embedder)
     if kind != "torch":
-        shape += f"\x1f{kind}"
+        shape += f"\x1f{RECIPES[kind]}"
     return hashlib.sha256(f"{shape}\x1f{chunk.embed_text}".encode()).hexdigest()[:32]
 
 

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import runtime
-from .encoders import ENCODER_KINDS, OnnxDocumentEncoder, export, export_in_child, publish_copy
+from .encoders import ENCODER_KINDS, RECIPES, OnnxDocumentEncoder, export, export_in_child, publish_copy
 from .errors import EmbeddingError
 from .settings import DEFAULT_ENCODER, EncoderKind
 
@@ -191,7 +191,7 @@ class SentenceTransformerEmbedder:
         kind = self._wanted
         if kind == "torch":
             return kind
-        folder = self._encoder_cache() / f"{self.fingerprint}-{kind}"
+        folder = self._encoder_cache() / f"{self.fingerprint}-{RECIPES[kind]}"
         if folder.is_dir():
             try:
                 self._document = self._open_export(folder)
@@ -238,7 +238,7 @@ class SentenceTransformerEmbedder:
     @property
     def query_encoder_name(self) -> str:
         """The folder name of the query encoder that matches :attr:`encoder`."""
-        return f"{self.fingerprint}-int8" if self.encoder == "int8" else self.fingerprint
+        return f"{self.fingerprint}-{RECIPES['int8']}" if self.encoder == "int8" else self.fingerprint
 
     def export_query_encoder(self, folder: Path) -> bool:
         """Write the ONNX export that encodes queries like :attr:`encoder` encodes documents

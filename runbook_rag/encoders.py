@@ -34,6 +34,9 @@ from .settings import EncoderKind
 runtime.quiet()
 
 ENCODER_KINDS: tuple[EncoderKind, ...] = ("torch", "onnx", "int8")
+# How each kind's export is made, versioned: a new recipe names new export folders and new
+# content keys, so vectors of two recipes never mix.
+RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx", "int8": "int8.2"}
 
 _ENCODER_META = "encoder.json"
 _PROBES_FILE = "probes.json"
@@ -183,9 +186,14 @@ def _export_main(argv: list[str]) -> int:
     return 0
 
 
+# The MatMul of a BERT layer's second feed-forward projection, in a torch export.
+_FP32_SUFFIX = "/output/dense/MatMul"
+
+
 def _quantize(model: Path) -> None:
     """Replace the fp32 model with its dynamic int8 quantisation: weights int8 per output
-    channel (per-tensor weights lost too much: cosine 0.90 at worst), activations uint8."""
+    channel (per-tensor weights lost too much: cosine 0.90 at worst), activations uint8, the
+    feed-forward output projections kept in fp32."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
@@ -195,7 +203,26 @@ def _quantize(model: Path) -> None:
     level = quantize_logger.level
     quantize_logger.setLevel(logging.ERROR)  # it advises pre-processing on the root logger
     try:
-        quantize_dynamic(str(model), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        import onnx
+
+        graph = onnx.load(str(model), load_external_data=False).graph
+        weights = {w.name for w in graph.initializer}
+        # Kept in fp32: products of two activations, and each layer's second feed-forward
+        # projection, whose input (after GELU) has the widest range: quantising it lost the
+        # most (benchmarks/encoders.py).
+        kept = [
+            n.name
+            for n in graph.node
+            if n.op_type == "MatMul" and (not weights & set(n.input) or n.name.endswith(_FP32_SUFFIX))
+        ]
+        quantize_dynamic(
+            str(model),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=kept,
+        )
     except Exception as exc:  # onnx and onnxruntime errors share no base class but Exception
         raise EmbeddingError(f"int8 quantisation failed: {exc}") from exc
     finally:

@@ -107,6 +107,10 @@ def rank(
     depth = max(CANDIDATES, 4 * k)
     query_terms = terms(query)
 
+    if mode == "dense" and not per_document:
+        # The k nearest are the hits: fetched with their text in the one filtered query.
+        nearest = store.nearest_matches(vector, where=where, k=k)
+        return _hits(nearest, principal, lexical, query_terms, visible)
     dense = [c for c, _ in store.nearest(vector, where=where, k=depth)] if mode != "lexical" else []
     ranked = [c for c, _ in lexical.top(query_terms, visible=visible, n=depth)] if mode != "dense" else []
     fused: dict[str, float] = {}
@@ -155,10 +159,21 @@ def rank(
             if seen[source] <= per_document:
                 kept.append(match)
         chosen = kept
+    return _hits(chosen[:k], principal, lexical, query_terms, visible)
+
+
+def _hits(
+    chosen: list[StoredMatch],
+    principal: Principal,
+    lexical: LexicalIndex,
+    query_terms: list[str],
+    visible: frozenset[str],
+) -> list[Hit]:
+    """``chosen``, best first, as re-checked hits with their evidence scores."""
     weights = lexical.weights(query_terms, visible=visible)
     hits = []
     ceiling = 1.0
-    for match in chosen[:k]:
+    for match in chosen:
         hit = _to_hit(match, principal, weights, ceiling)
         ceiling = hit.score
         hits.append(hit)

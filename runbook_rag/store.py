@@ -228,20 +228,35 @@ class ChromaStore:
         the search itself (see benchmarks/filter_representation.py). Texts and metadata
         are fetched later, for the few chunks returned.
         """
+        result = self._query_within(embedding, where, k, ["distances"])
+        if result is None:
+            return []
+        return [(cid, float(d)) for cid, d in zip(result["ids"][0], result["distances"][0], strict=True)]
+
+    def nearest_matches(
+        self, embedding: Sequence[float], *, where: dict[str, Any], k: int
+    ) -> list[StoredMatch]:
+        """The ``k`` nearest chunks among those matching ``where``, with their text and
+        metadata, in one query (:meth:`nearest`, fetching what a caller is given)."""
+        result = self._query_within(embedding, where, k, ["documents", "metadatas", "distances"])
+        return [] if result is None else self._matches(result)
+
+    def _query_within(
+        self, embedding: Sequence[float], where: dict[str, Any], k: int, include: list[str]
+    ) -> Any:
         allowed = self._allowed_ids(where)
         if not allowed:
-            return []
+            return None
         if self._total is None:
             self._total = self.count()
         # A filter that matches every chunk restricts nothing: skip passing every id.
         restrict = {"ids": allowed} if len(allowed) < self._total else {}
-        result = self._collection.query(
+        return self._collection.query(
             query_embeddings=cast(Any, [list(embedding)]),
             n_results=min(k, len(allowed)),
-            include=["distances"],
+            include=cast(Any, include),
             **restrict,
         )
-        return [(cid, float(d)) for cid, d in zip(result["ids"][0], result["distances"][0], strict=True)]
 
     def query_unfiltered(self, embedding: Sequence[float], *, k: int) -> list[StoredMatch]:
         """The nearest chunks with no access filter: for benchmarks and index checks only,

@@ -19,11 +19,11 @@ import pytest
 from runbook_rag import Principal, RunbookIndex, embedding
 from runbook_rag.build import content_key
 from runbook_rag.embedding import SentenceTransformerEmbedder
-from runbook_rag.encoders import MIN_COSINE, OnnxDocumentEncoder, OnnxQueryEncoder, length_batches
+from runbook_rag.encoders import MIN_COSINE, RECIPES, OnnxDocumentEncoder, OnnxQueryEncoder, length_batches
 from runbook_rag.errors import EmbeddingError
 from runbook_rag.generations import FileLayout
 from runbook_rag.records import embed_text
-from runbook_rag.settings import Settings
+from runbook_rag.settings import DEFAULT_ENCODER, Settings
 
 from .conftest import SAMPLES
 
@@ -140,7 +140,7 @@ def test_the_onnx_document_encoder_matches_the_model(
 def test_a_tampered_export_is_exported_again(tmp_path: Path, cache: Path) -> None:
     copy = tmp_path / "cache"
     shutil.copytree(cache, copy)
-    (folder,) = (copy / "encoders").glob("*-int8")
+    (folder,) = (copy / "encoders").glob("*-int8*")
     probes = json.loads((folder / "probes.json").read_text())
     probes["vectors"] = [[-x for x in v] for v in probes["vectors"]]
     (folder / "probes.json").write_text(json.dumps(probes))
@@ -233,7 +233,7 @@ def test_an_int8_build_with_its_export_cached_never_loads_torch(
     script = (
         "import sys\n"
         "from runbook_rag import RunbookIndex\n"
-        "from runbook_rag.settings import Settings\n"
+        "from runbook_rag.settings import DEFAULT_ENCODER, Settings\n"
         f"settings = Settings(cache_dir={str(cache)!r})\n"
         f"report = RunbookIndex.build([{str(src)!r}], path={str(tmp_path / 'idx')!r}, settings=settings)\n"
         "assert report.embedded == report.chunks > 0\n"
@@ -245,7 +245,7 @@ def test_an_int8_build_with_its_export_cached_never_loads_torch(
     assert done.returncode == 0, done.stderr
     with RunbookIndex(tmp_path / "idx") as opened:
         assert opened.manifest.encoder == "int8"
-        assert opened.manifest.query_encoder and opened.manifest.query_encoder.endswith("-int8")
+        assert opened.manifest.query_encoder and opened.manifest.query_encoder.endswith(f"-{RECIPES['int8']}")
 
 
 @pytest.mark.slow
@@ -264,10 +264,11 @@ def test_a_first_build_exports_in_a_child_process_and_never_loads_torch(src: Pat
     done = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr
     (export,) = (tmp_path / "idx" / "cache" / "encoders").iterdir()
-    assert export.name.endswith("-onnx") and OnnxDocumentEncoder(export).kind == "onnx"
+    assert export.name.endswith(f"-{RECIPES[DEFAULT_ENCODER]}")
+    assert OnnxDocumentEncoder(export).kind == DEFAULT_ENCODER
     with RunbookIndex(tmp_path / "idx") as opened:
-        assert opened.manifest.encoder == "onnx" == opened.info().encoder
-        assert opened.info().to_dict()["encoder"] == "onnx"
+        assert opened.manifest.encoder == DEFAULT_ENCODER == opened.info().encoder
+        assert opened.info().to_dict()["encoder"] == DEFAULT_ENCODER
         hits = opened.search("ledger consumer lag", principal=SRE, k=3)
         assert hits[0].source == "finance/ledger-kafka-consumer-lag.md"
 
