@@ -9,35 +9,33 @@ embeds all of them in the same run, after a warm-up:
 
 - torch: ``SentenceTransformer.encode`` in one large call (it sorts by length inside);
 - onnx / int8: :class:`runbook_rag.encoders.OnnxDocumentEncoder` over the fp32 export and
-  its int8 quantisation (weights per channel), graph optimisations on, one thread per
+  its int8 quantisation (weights per channel, the feed-forward output projections and the
+  token embeddings kept in fp32), graph optimisations on, one thread per
   available core, batches of similar token length.
 
 Prints texts/s, the ratio to torch, padded positions (as a share of real tokens), and the
 cosine similarity of each vector to torch's (least and mean), with export times.
 
-Measured on two shared cores (another job running beside it; ratios are of one run):
+Measured on two shared cores (ratios are of one run; the same machine's rates vary by a
+third between runs, and torch's the most):
 
-    corpus, every 4th chunk (893 texts, 122k tokens), load ~1.5:
+    corpus, every 4th chunk (893 texts, 122k tokens), int8 recipe 2:
      encoder  texts/s vs torch          padding  min cos mean cos
-       torch     26.2    1.00x    65739 (53.8%)  1.00000  1.00000
-        onnx     45.2    1.73x     4192 ( 3.4%)  1.00000  1.00000
-        int8     78.4    3.00x     4192 ( 3.4%)  0.98307  0.99382
-    corpus, all 3,571 chunks (480k tokens), load 3-4:
-       torch     23.0    1.00x   245487 (51.1%)  1.00000  1.00000
-        onnx     18.2    0.79x     4991 ( 1.0%)  1.00000  1.00000
-        int8     49.2    2.14x     4991 ( 1.0%)  0.98259  0.99382
+       torch     40.8    1.00x    65739 (53.8%)  1.00000  1.00000
+        onnx     43.3    1.06x     4192 ( 3.4%)  1.00000  1.00000
+        int8     61.0    1.49x     4192 ( 3.4%)  0.99409  0.99740
 
-Retrieval quality (benchmarks/retrieval_quality.py, hybrid; dense in brackets):
+In the build benchmark's run (benchmarks/build_and_search.py, all 3,571 chunks, raw encode
+rates) torch gave 27.1 texts/s, onnx 39.5 (1.46x) and int8 60.8 (2.24x). Retrieval quality
+(hybrid recall@1 / recall@5 / MRR@10, from that benchmark):
 
-    set      encoder  recall@1       recall@5       MRR@10
-    corpus   torch    0.853 (0.733)  0.907 (0.839)  0.897 (0.816)
-    corpus   onnx     0.853 (0.733)  0.907 (0.839)  0.897 (0.816)
-    corpus   int8     0.840 (0.720)  0.914 (0.835)  0.896 (0.801)
-    sample   torch    0.971 (0.856)  1.000 (0.990)  0.982 (0.910)
-    sample   onnx     0.971 (0.856)  1.000 (0.990)  0.982 (0.910)
-    sample   int8     0.962 (0.827)  1.000 (0.990)  0.979 (0.898)
+    set      torch and onnx          int8 (recipe 2)
+    corpus   0.853 / 0.907 / 0.898   0.893 / 0.914 / 0.919
+    sample   0.971 / 1.000 / 0.982   0.981 / 1.000 / 0.987
 
-int8 loses more than 0.005 of recall@1 on both sets, so it is not the default.
+Recipe 1 (every MatMul in int8) measured min cos 0.983 and corpus recall@1 0.840, 0.013
+below torch. int8 is not the default because its vectors depend on the texts batched
+together (one activation scale per call): the same runbooks built twice differ a little.
 """
 
 from __future__ import annotations
