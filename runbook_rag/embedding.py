@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import runtime
-from .encoders import ENCODER_KINDS, RECIPES, OnnxDocumentEncoder, export, export_in_child, publish_copy
+from .encoders import (
+    ENCODER_KINDS,
+    RECIPES,
+    OnnxDocumentEncoder,
+    export,
+    export_in_child,
+    export_kind,
+    publish_copy,
+)
 from .errors import EmbeddingError
 from .settings import DEFAULT_ENCODER, EncoderKind
 
@@ -238,7 +246,8 @@ class SentenceTransformerEmbedder:
     @property
     def query_encoder_name(self) -> str:
         """The folder name of the query encoder that matches :attr:`encoder`."""
-        return f"{self.fingerprint}-{RECIPES['int8']}" if self.encoder == "int8" else self.fingerprint
+        kind = export_kind(self.encoder)
+        return f"{self.fingerprint}-{RECIPES[kind]}" if kind == "int8" else self.fingerprint
 
     def export_query_encoder(self, folder: Path) -> bool:
         """Write the ONNX export that encodes queries like :attr:`encoder` encodes documents
@@ -249,7 +258,7 @@ class SentenceTransformerEmbedder:
         """
         if folder.is_dir():
             return True
-        kind: EncoderKind = "int8" if self.encoder == "int8" else "onnx"
+        kind = export_kind(self.encoder)
         try:
             if self._document is not None and self._document.kind == kind:
                 publish_copy(self._document.folder, folder)

@@ -38,6 +38,13 @@ ENCODER_KINDS: tuple[EncoderKind, ...] = ("torch", "onnx", "int8")
 # content keys, so vectors of two recipes never mix.
 RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx", "int8": "int8.2"}
 
+
+def export_kind(kind: object) -> EncoderKind:
+    """The export that goes with an encoder kind: the int8 one for ``int8``, else the fp32
+    one (queries of a torch-built generation included)."""
+    return "int8" if kind == "int8" else "onnx"
+
+
 _ENCODER_META = "encoder.json"
 _PROBES_FILE = "probes.json"
 _PROBES = (
@@ -55,10 +62,10 @@ _PROBES = (
     "has failed for more than 15 minutes.",
 )
 # The least cosine similarity to the model's vector that each export must reach on every probe.
-# fp32 agrees to rounding; int8 (weights per channel) measured 0.983 at worst over the shared
-# corpus's 3,571 chunks (mean 0.994; benchmarks/encoders.py) and 0.976 on a one-letter text, the
-# hardest kind; per-tensor int8 weights fell to 0.90. 0.97 passes a sound quantisation and
-# rejects a broken one.
+# fp32 agrees to rounding; int8 recipe 2 measured 0.994 at worst over 893 of the shared corpus's
+# chunks (mean 0.997; benchmarks/encoders.py), recipe 1 (every MatMul in int8) 0.983 over all
+# of them and 0.976 on a one-letter text, the hardest kind; per-tensor int8 weights fell to 0.90.
+# 0.97 passes a sound quantisation and rejects a broken one.
 MIN_COSINE: dict[str, float] = {"onnx": 0.9999, "int8": 0.97}
 # Padded tokens per ONNX call at most: long texts go a few at a time, short ones many at a time.
 _BATCH_TOKENS = 4096
@@ -297,7 +304,7 @@ class OnnxQueryEncoder:
         self._inputs: list[str] = list(meta["inputs"])
         self.model_id: str = meta["model_id"]
         self.dimension: int = int(meta["dimension"])
-        self.kind: EncoderKind = "int8" if meta.get("kind") == "int8" else "onnx"
+        self.kind = export_kind(meta.get("kind"))
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         import numpy as np
@@ -349,7 +356,7 @@ class OnnxDocumentEncoder:
             self.dimension = int(meta["dimension"])
             max_length = int(meta["max_length"])
             self.max_tokens = int(meta.get("max_tokens", max_length - 2))
-            self.kind: EncoderKind = "int8" if meta.get("kind") == "int8" else "onnx"
+            self.kind = export_kind(meta.get("kind"))
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise EmbeddingError(f"cannot load the document encoder in {folder}: {exc}") from exc
         self.folder = folder

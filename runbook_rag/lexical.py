@@ -304,18 +304,19 @@ class LexicalIndex:
             out[term] = float(_idf(df, max(view.count, 1)))
         return out
 
-    def document_of(self, chunk_id: str) -> int:
-        """A number standing for the chunk's source document (-1 when unknown)."""
+    def _position(self, chunk_id: str) -> int | None:
         if self._positions is None:
             self._positions = {c: i for i, c in enumerate(self.chunk_ids)}
-        position = self._positions.get(chunk_id)
+        return self._positions.get(chunk_id)
+
+    def document_of(self, chunk_id: str) -> int:
+        """A number standing for the chunk's source document (-1 when unknown)."""
+        position = self._position(chunk_id)
         return -1 if position is None else int(self._documents[position])
 
     def label_key_of(self, chunk_id: str) -> str | None:
         """The chunk's label set, as its key (None when the chunk is unknown)."""
-        if self._positions is None:
-            self._positions = {c: i for i, c in enumerate(self.chunk_ids)}
-        position = self._positions.get(chunk_id)
+        position = self._position(chunk_id)
         return None if position is None else self._keys[int(self._acl[position])]
 
     def naming(self, term: str, *, visible: frozenset[str], max_documents: int) -> list[str]:

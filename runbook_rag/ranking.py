@@ -98,12 +98,11 @@ def rank(
     if where is None and trace is None:
         return []
     vector = retrievers.embedder.embed([query])[0]
+    visible = frozenset(where["acl_key"]["$in"]) if where is not None else frozenset()
     if trace is not None:
-        keys = frozenset(where["acl_key"]["$in"]) if where is not None else frozenset()
-        trace.withheld = sum(lexical.label_key_of(c) not in keys for c in store.nearest_ids(vector, k=k))
+        trace.withheld = sum(lexical.label_key_of(c) not in visible for c in store.nearest_ids(vector, k=k))
     if where is None:
         return []
-    visible = frozenset(where["acl_key"]["$in"])
     depth = max(CANDIDATES, 4 * k)
     query_terms = terms(query)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .embedding import Embedder, SentenceTransformerEmbedder, resolve_model
-from .encoders import OnnxQueryEncoder
+from .encoders import OnnxQueryEncoder, export_kind
 from .errors import EmbeddingError, ModelMismatchError
 from .generations import Layout, Manifest
 from .lexical import CHUNKS_FILE, LexicalIndex
@@ -96,13 +96,13 @@ class ServedIndex:
         """
         if self._given is not None:
             return self._given
-        wanted = manifest.query_encoder
+        wanted, kind = manifest.query_encoder, export_kind(manifest.encoder)
         if wanted and self._encoder_name != wanted:
             with self._lock:
                 if self._encoder_name != wanted:  # one load (or one failure) per encoder
                     try:
                         self._encoder = OnnxQueryEncoder(self.layout.path / wanted)
-                        if self._encoder.kind != _kind(manifest):
+                        if self._encoder.kind != kind:
                             raise EmbeddingError(
                                 f"the query encoder {wanted} is {self._encoder.kind}, "
                                 f"the generation was embedded with {manifest.encoder}"
@@ -112,7 +112,7 @@ class ServedIndex:
                         self._encoder = None
                     self._encoder_name = wanted
         encoder = self._encoder
-        if encoder is not None and encoder.model_id == manifest.model_id and encoder.kind == _kind(manifest):
+        if encoder is not None and encoder.model_id == manifest.model_id and encoder.kind == kind:
             return encoder
         return self.embedder()
 
@@ -165,11 +165,6 @@ class ServedIndex:
         if self.layout.keeps_derived:
             _keep(lexical, folder)
         return lexical
-
-
-def _kind(manifest: Manifest) -> str:
-    """The kind of query encoder that matches the generation's documents."""
-    return "int8" if manifest.encoder == "int8" else "onnx"
 
 
 def _keep(lexical: LexicalIndex, folder: Path) -> None:

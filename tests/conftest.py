@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_runbooks"
 SAMPLE_MAP = SAMPLES / "access-map.yaml"
 CORPUS = ROOT.parent / "shared" / "corpus"
+
+
+def copy_samples(root: Path, names: Sequence[str]) -> Path:
+    """A source folder at ``root`` holding copies of the sample runbooks ``names``."""
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SAMPLES / name, root / name)
+    return root
 
 
 class HashEmbedder:

@@ -25,7 +25,7 @@ from runbook_rag.generations import FileLayout
 from runbook_rag.records import embed_text
 from runbook_rag.settings import DEFAULT_ENCODER, Settings
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, copy_samples
 
 FILES = [
     "finance/ledger-kafka-consumer-lag.md",
@@ -68,11 +68,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
-    root = tmp_path / "src"
-    for name in FILES:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SAMPLES / name, root / name)
-    return root
+    return copy_samples(tmp_path / "src", FILES)
 
 
 def texts() -> list[str]:

@@ -19,7 +19,7 @@ from runbook_rag import Principal, RunbookIndex
 from runbook_rag.errors import ConfigError, IndexStateError
 from runbook_rag.generations import POINTER, build_lock, load_manifest
 
-from .conftest import SAMPLES
+from .conftest import copy_samples
 from .waiting import join, wait_until
 
 pytestmark = pytest.mark.slow
@@ -39,11 +39,7 @@ BUILD = (
 
 @pytest.fixture
 def src(tmp_path: Path) -> Path:
-    root = tmp_path / "src"
-    for name in FILES:
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(SAMPLES / name, root / name)
-    return root
+    return copy_samples(tmp_path / "src", FILES)
 
 
 @pytest.fixture
