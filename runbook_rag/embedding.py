@@ -29,6 +29,7 @@ Importing this module switches off the telemetry of those libraries
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import json
 import logging
@@ -179,9 +180,10 @@ class SentenceTransformerEmbedder:
         ids = self._model.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [len(x) for x in ids]
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """Identifies the model's files (names and sizes) and id, for the query-encoder cache."""
+        """Identifies the model's files (names and sizes) and id, for the encoder caches (read
+        once: it walks the model's folder)."""
         digest = hashlib.sha256(self._model_id.encode())
         for file in sorted(p for p in self._path.rglob("*") if p.is_file()):
             digest.update(f"{file.relative_to(self._path)}:{file.stat().st_size}".encode())
