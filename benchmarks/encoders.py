@@ -57,16 +57,6 @@ from runbook_rag.embedding import SentenceTransformerEmbedder  # noqa: E402
 from runbook_rag.encoders import available_cores  # noqa: E402
 
 
-def torch_padding(texts: list[str], lengths: list[int], batch_size: int) -> int:
-    """Padded positions of ``encode``: it sorts by character length, longest first."""
-    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    padding = 0
-    for start in range(0, len(order), batch_size):
-        batch = [lengths[i] for i in order[start : start + batch_size]]
-        padding += max(batch) * len(batch) - sum(batch)
-    return padding
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -101,7 +91,7 @@ def main() -> None:
         started = time.perf_counter()
         reference = np.asarray(model.embed(texts))
         seconds = time.perf_counter() - started
-        rows.append(("torch", seconds, torch_padding(texts, lengths, 64), 1.0, 1.0, 0.0))
+        rows.append(("torch", seconds, 1.0, 1.0, 0.0))
         for kind in ("onnx", "int8"):
             started = time.perf_counter()
             embedder = SentenceTransformerEmbedder(encoder=kind, cache=Path(cache))
@@ -112,22 +102,18 @@ def main() -> None:
             encoder = embedder.document_encoder
             assert encoder is not None
             encoder.embed(texts[:8])
-            encoder.padding = 0
             started = time.perf_counter()
             vectors = np.asarray(encoder.embed(texts))
             seconds = time.perf_counter() - started
             cosine = (vectors * reference).sum(axis=1)
-            rows.append((kind, seconds, encoder.padding, float(cosine.min()), float(cosine.mean()), export))
+            rows.append((kind, seconds, float(cosine.min()), float(cosine.mean()), export))
 
     base = len(texts) / rows[0][1]
-    names = ("encoder", "texts/s", "vs torch", "padding", "min cos", "mean cos", "export s")
-    print("\n" + " ".join(f"{n:>{16 if n == 'padding' else 8}}" for n in names))
-    for kind, seconds, padding, least, mean, export in rows:
+    names = ("encoder", "texts/s", "vs torch", "min cos", "mean cos", "export s")
+    print("\n" + " ".join(f"{n:>8}" for n in names))
+    for kind, seconds, least, mean, export in rows:
         rate = len(texts) / seconds
-        print(
-            f"{kind:>8} {rate:8.1f} {rate / base:7.2f}x {padding:>8} ({padding / tokens:5.1%}) "
-            f"{least:8.5f} {mean:8.5f} {export:8.1f}"
-        )
+        print(f"{kind:>8} {rate:8.1f} {rate / base:7.2f}x {least:8.5f} {mean:8.5f} {export:8.1f}")
 
 
 if __name__ == "__main__":

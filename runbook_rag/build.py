@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import numpy as np
 
@@ -52,6 +52,9 @@ from .redaction import redact, redact_document
 from .screening import DocumentScreen
 from .settings import SourceLimits
 from .sources import load_documents
+
+if TYPE_CHECKING:
+    from .store import ChromaStore
 
 CHUNKER_VERSION = 1
 log = logging.getLogger("runbook_rag")
@@ -254,9 +257,10 @@ def build_index(
     ``progress`` is called as documents are parsed and chunks embedded (see :class:`Progress`).
 
     The stages overlap: a thread loads, redacts, screens and chunks the documents while this
-    one embeds what they yield, a window of texts at a time sorted by length, and writes the
-    new generation's store in batches as the vectors arrive. The new generation is opened
-    when the first chunk that differs from the published one is seen (a build that changes
+    one embeds what they yield, a window of texts at a time, and a third writes the new
+    generation's store a slice of vectors behind the encoder. The new generation is opened
+    at once when nothing is published, else when the first chunk that differs from the
+    published one is seen (a build that changes
     nothing opens none, unless it holds more chunks than :data:`HOLD` before it can tell: it
     then writes ahead and discards what it wrote), and it is published only once complete.
     """
@@ -274,7 +278,9 @@ def build_index(
             count = 0
             summary: Prepared | None = None
             stream = prepared_documents(source_dirs, embedder=embedder, access_map=access_map, limits=limits)
-            with contextlib.closing(_ahead(stream, depth=QUEUE_DEPTH)) as items:
+            with _ahead(stream, depth=QUEUE_DEPTH) as items:
+                if writer is not None:
+                    writer.start()  # while the first documents are prepared
                 for item in items:
                     if isinstance(item, Progress):
                         if progress is not None:
@@ -328,8 +334,8 @@ def build_index(
 
 # Documents prepared ahead of the encoder: enough for a window of chunks while it works.
 QUEUE_DEPTH = 512
-# Texts embedded together, sorted by length so that batches are padded little: the first
-# window is small, so that the encoder starts early, and each next one twice as large.
+# Texts taken from the documents before they are embedded (longest first): the first window
+# is small, so that the encoder starts early, and each next one twice as large.
 FIRST_WINDOW = 128
 WINDOW = 2048
 # Chunks per write to the store.
@@ -339,8 +345,7 @@ HOLD = 8192
 
 _T = TypeVar("_T")
 # How much lower the build's helper threads (preparing documents, writing) run than the
-# encoder's: when they compete for the cores, the encoder's threads, which wait for each other
-# at every step, are not held up by a helper that took one of their cores.
+# encoder's: when they compete for the cores, the encoder's workers go first.
 HELPER_NICENESS = 10
 
 
@@ -351,11 +356,13 @@ def _yield_to_the_encoder() -> None:
         os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + HELPER_NICENESS)
 
 
-def _ahead(items: Iterator[_T], *, depth: int) -> Generator[_T, None, None]:
-    """``items``, produced by a thread of their own up to ``depth`` items ahead of the caller.
+@contextlib.contextmanager
+def _ahead(items: Iterator[_T], *, depth: int) -> Generator[Iterator[_T], None, None]:
+    """``items``, produced by a thread of their own, started on entry, up to ``depth`` items
+    ahead of the caller.
 
-    An error in the thread is raised here, at the item it failed to produce; when the caller
-    stops early, the thread stops at its next item.
+    An error in the thread is raised where the caller takes the item it failed to produce;
+    on exit, the thread stops at its next item.
     """
     channel: queue.Queue[tuple[_T | None, BaseException | None, bool]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -380,9 +387,7 @@ def _ahead(items: Iterator[_T], *, depth: int) -> Generator[_T, None, None]:
             return
         put((None, None, True))
 
-    thread = threading.Thread(target=produce, name="runbook-rag-prepare", daemon=True)
-    thread.start()
-    try:
+    def taken() -> Iterator[_T]:
         while True:
             item, error, last = channel.get()
             if error is not None:
@@ -390,6 +395,11 @@ def _ahead(items: Iterator[_T], *, depth: int) -> Generator[_T, None, None]:
             if last:
                 return
             yield cast(_T, item)
+
+    thread = threading.Thread(target=produce, name="runbook-rag-prepare", daemon=True)
+    thread.start()
+    try:
+        yield taken()
     finally:
         stop.set()
         thread.join()
@@ -484,8 +494,8 @@ def _diff(old: dict[str, _Record], new: dict[str, _Record]) -> Diff:
 class _Pipeline:
     """Takes a build's chunks in order and writes them to a new generation as their vectors
     become known: reused from the published generation by content key, or embedded a
-    window of texts at a time (longest first, so that each batch pads little). Each batch is
-    written by a thread of its own while the next window is embedded, one batch at a time."""
+    window of texts at a time (longest first), a slice per call. Each slice's chunks are
+    written by a thread of its own while the next slice is embedded, one batch at a time."""
 
     def __init__(
         self, layout: Layout, embedder: Embedder, published: _Published, *, progress: ProgressCallback | None
@@ -506,6 +516,13 @@ class _Pipeline:
         self._writes: ThreadPoolExecutor | None = None
         self._written: Future[None] | None = None  # the batch being written
         self._unindexed: list[tuple[Chunk, str]] = []  # in order, not yet in the lexical index
+
+    def start(self) -> None:
+        """Open the encoder, and the new generation when nothing is published (every chunk
+        is new): the first window is embedded as soon as it is prepared."""
+        encoder_kind(self._embedder)
+        if not self._published.records:
+            self._open()
 
     def add(self, chunk: Chunk, key: str, *, changed: bool) -> None:
         """Take the next chunk; ``changed`` when the published generation lacks it as it is."""
@@ -570,19 +587,24 @@ class _Pipeline:
             self._writes = None
 
     def _open(self) -> None:
-        self._writer = GenerationWriter(self._layout, self._embedder.dimension)
-        self._unindexed.extend(self._held)
+        if self._writer is None:
+            self._writer = GenerationWriter(self._layout, self._embedder.dimension)
+            self._unindexed.extend(self._held)
+            self._submit([], [], [], None)  # creates the store on the write thread
 
     def _embed(self) -> None:
+        """Embed the pending texts, a slice at a time; the chunks of each slice are written
+        while the next one is embedded."""
         keys = sorted(self._pending, key=lambda k: -len(self._pending[k]))
         for start in range(0, len(keys), EMBED_SLICE):
             part = keys[start : start + EMBED_SLICE]
-            vectors = np.asarray(self._embedder.embed([self._pending[k] for k in part]), dtype=np.float32)
+            vectors = np.asarray(self._embedder.embed([self._pending.pop(k) for k in part]), dtype=np.float32)
             self._ready.update(zip(part, vectors, strict=True))
             self._embedded += len(part)
             if self._total is not None:
                 self._report(self._embedded)
-        self._pending.clear()
+            if self._writer is not None and self._pending:
+                self._store()
         self._waiting = 0
         self._window = min(2 * self._window, WINDOW)
 
@@ -617,6 +639,8 @@ class _Pipeline:
                 writer.index(chunk, key)
             if chunks:
                 writer.store(chunks, keys, vectors)
+            else:
+                writer.vector_store  # noqa: B018  (created here, off the encoder's thread)
 
         self._drain()  # one batch in flight at most: memory stays bounded
         if self._writes is None:
@@ -638,11 +662,11 @@ class _Pipeline:
                 new.append((n, self._fresh[key]))  # a text this build embedded for an earlier chunk
             else:
                 old.append((n, self._published.holder[key]))
+        if old:
+            out[[n for n, _ in old]] = self._published.store.vectors([cid for _, cid in old])
         if new:
             self._drain()  # those vectors may be in the batch being written
-        for rows, store in ((old, self._published.store), (new, self._writer.vector_store)):
-            if rows:
-                out[[n for n, _ in rows]] = store.vectors([cid for _, cid in rows])
+            out[[n for n, _ in new]] = self._writer.vector_store.vectors([cid for _, cid in new])
         return out
 
     def _report(self, done: int) -> None:
@@ -697,12 +721,17 @@ class GenerationWriter:
         self.dimension = dimension
         self.counts: dict[str, int] = defaultdict(int)
         self.chunks = 0
-        try:
-            self.vector_store = layout.create_store(self.name)
-            self._lexical = LexicalBuilder(previous=_published_lexical(layout))
-        except BaseException:
-            layout.discard(self.name)
-            raise
+        self._store: ChromaStore | None = None
+        self._creating = threading.Lock()
+        self._lexical = LexicalBuilder(previous=_published_lexical(layout))
+
+    @property
+    def vector_store(self) -> ChromaStore:
+        """The generation's store, created on first use (by the writing thread, in a build)."""
+        with self._creating:
+            if self._store is None:
+                self._store = self.layout.create_store(self.name)
+            return self._store
 
     def index(self, chunk: Chunk, key: str) -> None:
         """Add the next chunk to the lexical index."""
@@ -727,7 +756,8 @@ class GenerationWriter:
 
     def discard(self) -> None:
         """Remove everything written."""
-        self.vector_store.close()
+        if self._store is not None:
+            self._store.close()
         self.layout.discard(self.name)
 
 

@@ -13,6 +13,7 @@ onnxruntime: its memory is the child's, and it is given back when the export is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,8 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ runtime.quiet()
 ENCODER_KINDS: tuple[EncoderKind, ...] = ("torch", "onnx", "int8")
 # How each kind's export is made, versioned: a new recipe names new export folders and new
 # content keys, so vectors of two recipes never mix.
-RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx", "int8": "int8.2"}
+RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx.2", "int8": "int8.3"}
 
 
 def export_kind(kind: object) -> EncoderKind:
@@ -67,8 +69,6 @@ _PROBES = (
 # of them and 0.976 on a one-letter text, the hardest kind; per-tensor int8 weights fell to 0.90.
 # 0.97 passes a sound quantisation and rejects a broken one.
 MIN_COSINE: dict[str, float] = {"onnx": 0.9999, "int8": 0.97}
-# Padded tokens per ONNX call at most: long texts go a few at a time, short ones many at a time.
-_BATCH_TOKENS = 4096
 
 
 def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
@@ -103,10 +103,14 @@ def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
         "kind": kind,
     }
     tmp = _staging(folder, f"write the {kind} export to")
+    attention = getattr(auto_model.config, "_attn_implementation", None)
     try:
         with warnings.catch_warnings():
             # The tracer's warnings are about shapes we declare dynamic below.
             warnings.simplefilter("ignore")
+            # Plain attention traces to plain MatMul and Softmax; SDPA's mask handling traced
+            # to a graph that ran 10-15% slower on onnxruntime (benchmarks/encoders.py).
+            _set_attention(auto_model, "eager")
             torch.onnx.export(
                 _MeanPooled(auto_model, inputs).eval(),
                 tuple(sample[name] for name in inputs),
@@ -117,6 +121,7 @@ def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
                 opset_version=17,
                 dynamo=False,
             )
+            _set_attention(auto_model, attention)
         if kind == "int8":
             _quantize(tmp / "model.onnx")
         (tmp / "tokenizer.json").write_text(backend.to_str(), encoding="utf-8")
@@ -136,7 +141,15 @@ def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
     except RuntimeError as exc:  # torch's exporter
         raise EmbeddingError(f"the {kind} export failed: {exc}") from exc
     finally:
+        _set_attention(auto_model, attention)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _set_attention(auto_model: Any, implementation: str | None) -> None:
+    """Switch a transformers model's attention implementation (a no-op where it has none)."""
+    if implementation is not None and hasattr(auto_model, "set_attn_implementation"):
+        with contextlib.suppress(ValueError, ImportError):  # then it keeps the one it has
+            auto_model.set_attn_implementation(implementation)
 
 
 def _staging(folder: Path, doing: str) -> Path:
@@ -193,14 +206,15 @@ def _export_main(argv: list[str]) -> int:
     return 0
 
 
-# The MatMul of a BERT layer's second feed-forward projection, in a torch export.
+# The MatMuls of a BERT layer's output projections, in a torch export: the attention output
+# (``.../attention/output/dense/MatMul``) and the second feed-forward projection.
 _FP32_SUFFIX = "/output/dense/MatMul"
 
 
 def _quantize(model: Path) -> None:
     """Replace the fp32 model with its dynamic int8 quantisation: weights int8 per output
     channel (per-tensor weights lost too much: cosine 0.90 at worst), activations uint8, the
-    feed-forward output projections kept in fp32."""
+    attention and feed-forward output projections kept in fp32."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
@@ -214,9 +228,9 @@ def _quantize(model: Path) -> None:
 
         graph = onnx.load(str(model), load_external_data=False).graph
         weights = {w.name for w in graph.initializer}
-        # Kept in fp32: products of two activations, and each layer's second feed-forward
-        # projection, whose input (after GELU) has the widest range: quantising it lost the
-        # most (benchmarks/encoders.py).
+        # Kept in fp32: products of two activations, and each layer's output projections (the
+        # second feed-forward one's input, after GELU, has the widest range): quantising them
+        # lost the most (benchmarks/encoders.py).
         kept = [
             n.name
             for n in graph.node
@@ -307,34 +321,26 @@ class OnnxQueryEncoder:
         self.kind = export_kind(meta.get("kind"))
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        import numpy as np
-
-        out = []
-        for text in texts:
-            enc = self._tokenizer.encode(text)
-            columns = {
-                "input_ids": enc.ids,
-                "attention_mask": enc.attention_mask,
-                "token_type_ids": enc.type_ids,
-            }
-            feed = {name: np.array([columns[name]], dtype=np.int64) for name in self._inputs}
-            out.append(self._session.run(None, feed)[0][0].tolist())
-        return out
+        return [_run_one(self._session, self._inputs, self._tokenizer.encode(text)) for text in texts]
 
 
 class OnnxDocumentEncoder:
     """Embeds documents with an export of the model (fp32 or int8): onnxruntime with every
-    graph optimisation, one thread per available core, and batches of similar token length
-    so that padding is near zero. Implements :class:`Embedder`.
+    graph optimisation, one text per call and one call per available core at a time.
+    Implements :class:`Embedder`.
+
+    One text per call feeds no padding, and a text's vector depends on that text alone: the
+    int8 export quantises activations with one scale per call, so a batch would move each
+    vector with the texts beside it. Single-threaded calls side by side need no barrier
+    between cores at each step, so a core taken by other work slows one text, not all:
+    on two cores this ran 1.2x faster than batches of similar length on two threads
+    (benchmarks/encoders.py).
 
     Opening checks the export against the model's vectors of the probe texts kept beside it
     (:data:`MIN_COSINE` for its kind) and raises :class:`EmbeddingError` when they disagree.
-    The int8 export quantises activations with one scale per call, so a text's int8 vector
-    moves a little with the texts batched with it (cosine 0.99 between batched and alone, as
-    close as either is to the model's); fp32 vectors do not depend on the batch.
     """
 
-    def __init__(self, folder: Path, *, batch_tokens: int = _BATCH_TOKENS) -> None:
+    def __init__(self, folder: Path, *, workers: int | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -346,7 +352,9 @@ class OnnxDocumentEncoder:
             self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
             options = ort.SessionOptions()
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.intra_op_num_threads = available_cores()
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.intra_op_num_threads = 1
+            options.inter_op_num_threads = 1
             options.log_severity_level = 3
             self._session = ort.InferenceSession(
                 str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
@@ -360,12 +368,12 @@ class OnnxDocumentEncoder:
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise EmbeddingError(f"cannot load the document encoder in {folder}: {exc}") from exc
         self.folder = folder
-        self._batch_tokens = batch_tokens
+        self.workers = max(1, workers or available_cores())
+        self._pool: ThreadPoolExecutor | None = None
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length)
         self._counter.no_padding()
         self._counter.no_truncation()
-        self.padding = 0  # padded positions fed so far, for benchmarks
         self._verify(probes["texts"], probes["vectors"])
 
     def _verify(self, texts: list[str], want: list[list[float]]) -> None:
@@ -394,42 +402,34 @@ class OnnxDocumentEncoder:
         return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        import numpy as np
-
-        if not texts:
-            return []
-        encoded = self._tokenizer.encode_batch(list(texts))
-        lengths = [len(e.ids) for e in encoded]
-        out: list[list[float]] = [[] for _ in texts]
-        for batch in length_batches(lengths, self._batch_tokens):
-            width = max(lengths[i] for i in batch)
-            columns = {name: np.zeros((len(batch), width), dtype=np.int64) for name in self._inputs}
-            for row, i in enumerate(batch):
-                enc, n = encoded[i], lengths[i]
-                columns["input_ids"][row, :n] = enc.ids
-                columns["attention_mask"][row, :n] = 1
-                if "token_type_ids" in columns:
-                    columns["token_type_ids"][row, :n] = enc.type_ids
-                self.padding += width - n
-            vectors = self._session.run(None, columns)[0]
-            for row, i in enumerate(batch):
-                out[i] = vectors[row].tolist()
+        encoded = self._tokenizer.encode_batch(list(texts)) if texts else []
+        if len(encoded) < 2 or self.workers == 1:
+            return [self._one(e) for e in encoded]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="runbook-rag-encoder")
+        # Longest first, so that no worker is left with a long text at the end.
+        order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].ids))
+        out: list[list[float]] = [[] for _ in encoded]
+        for i, vector in zip(order, self._pool.map(self._one, [encoded[i] for i in order]), strict=True):
+            out[i] = vector
         return out
 
+    def _one(self, encoding: Any) -> list[float]:
+        return _run_one(self._session, self._inputs, encoding)
 
-def length_batches(lengths: Sequence[int], max_tokens: int) -> Iterator[list[int]]:
-    """Indexes of ``lengths`` in batches of similar length (sorted), each at most ``max_tokens``
-    once padded to its longest: padding stays near zero and memory bounded."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    batch: list[int] = []
-    for i in order:
-        # Sorted ascending, so the newest is the longest: the padded size is rows x its length.
-        if batch and (len(batch) + 1) * lengths[i] > max_tokens:
-            yield batch
-            batch = []
-        batch.append(i)
-    if batch:
-        yield batch
+
+def _run_one(session: Any, inputs: list[str], encoding: Any) -> list[float]:
+    """The export's vector of one tokenised text, alone in its call."""
+    import numpy as np
+
+    columns = {
+        "input_ids": encoding.ids,
+        "attention_mask": encoding.attention_mask,
+        "token_type_ids": encoding.type_ids,
+    }
+    feed = {name: np.array([columns[name]], dtype=np.int64) for name in inputs}
+    vector: list[float] = session.run(None, feed)[0][0].tolist()
+    return vector
 
 
 def available_cores() -> int:

@@ -17,10 +17,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EncoderKind = Literal["torch", "onnx", "int8"]
-# The fp32 export embeds as the model does (cosine 1.0, the same retrieval quality), 1.6-1.7x as
-# fast (benchmarks/build_and_search.py). int8 is faster still and kept recall on both query sets,
-# but a text's int8 vector moves with the texts batched with it, so the same runbooks built twice
-# do not give the same vectors: it is a choice, not the default.
+# The fp32 export embeds as the model does (cosine 1.0, the same retrieval quality), about 1.7x
+# as fast as torch (benchmarks/build_and_search.py). int8 is faster still (1.4x fp32), but on the
+# shared corpus's query set it ranked one query's answer lower (recall@1 -0.013, more than the
+# 0.005 a default may lose): it is a choice, not the default.
 DEFAULT_ENCODER: EncoderKind = "onnx"
 
 

@@ -364,3 +364,56 @@ def test_the_helper_threads_run_below_the_encoder(
     (encoder,) = niceness["embed"]
     assert encoder == mine()  # the caller's thread, as it was
     assert niceness["prepare"] == niceness["write"] == {min(encoder + building.HELPER_NICENESS, 19)}
+
+
+def test_each_slice_is_written_while_the_next_is_embedded(
+    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(building, "EMBED_SLICE", 4)
+    src = sources(tmp_path / "src", documents=30, sections=4)
+    events: list[tuple[str, int]] = []
+    real_add = ChromaStore.add
+
+    def add(self: ChromaStore, chunks: Any, embeddings: Any, keys: Any) -> None:
+        events.append(("write", len(chunks)))
+        real_add(self, chunks, embeddings, keys)
+
+    class Recording(HashEmbedder):
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            events.append(("embed", len(texts)))
+            return super().embed(texts)
+
+    monkeypatch.setattr(ChromaStore, "add", add)
+    report = build_index([src], index_path=tmp_path / "idx", embedder=Recording())
+    assert report.embedded == sum(n for what, n in events if what == "write") == 120
+    last_embed = max(i for i, (what, _) in enumerate(events) if what == "embed")
+    # Writes follow the encoder a slice behind: what is left when it stops is the last slice
+    # and, at most, the one being written as it started (a window is 16 texts here).
+    assert sum(n for what, n in events[last_embed:] if what == "write") <= 2 * building.EMBED_SLICE
+    assert max(n for what, n in events if what == "embed") <= building.EMBED_SLICE
+
+
+def test_a_first_build_creates_its_store_on_the_write_thread_and_a_failure_there_is_clean(
+    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = sources(tmp_path / "src", documents=6, sections=4)
+    created_on: list[str] = []
+    real_create = FileLayout.create_store
+
+    def create_store(self: FileLayout, name: str) -> ChromaStore:
+        created_on.append(threading.current_thread().name)
+        return real_create(self, name)
+
+    monkeypatch.setattr(FileLayout, "create_store", create_store)
+    build_index([src], index_path=tmp_path / "idx", embedder=HashEmbedder())
+    assert len(created_on) == 1 and created_on[0].startswith("runbook-rag-write")
+
+    def broken(self: FileLayout, name: str) -> ChromaStore:
+        (self.path / name).mkdir()
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(FileLayout, "create_store", broken)
+    index = tmp_path / "broken"
+    with pytest.raises(OSError, match="Permission denied"):
+        build_index([src], index_path=index, embedder=HashEmbedder())
+    assert not (index / POINTER).exists() and generations(index) == []

@@ -3,7 +3,6 @@ queries all come from the one encoder its manifest names (real Chroma, real mode
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import pytest
 from runbook_rag import Principal, RunbookIndex, embedding
 from runbook_rag.build import content_key
 from runbook_rag.embedding import SentenceTransformerEmbedder
-from runbook_rag.encoders import MIN_COSINE, RECIPES, OnnxDocumentEncoder, OnnxQueryEncoder, length_batches
+from runbook_rag.encoders import MIN_COSINE, RECIPES, OnnxDocumentEncoder, OnnxQueryEncoder, export
 from runbook_rag.errors import EmbeddingError
 from runbook_rag.generations import FileLayout
 from runbook_rag.records import embed_text
@@ -33,18 +32,6 @@ FILES = [
     "security/hsm-outage.md",
 ]
 SRE = Principal("sam", frozenset({"sre", "payments-oncall", "security"}))
-
-
-def test_length_batches_cover_every_text_once_within_the_budget() -> None:
-    lengths = [5, 258, 17, 17, 100, 3, 258, 40, 1, 99] * 7
-    batches = list(length_batches(lengths, 600))
-    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-    for batch in batches:
-        width = max(lengths[i] for i in batch)
-        assert len(batch) == 1 or len(batch) * width <= 600
-    # Sorted by length: each batch is no longer than the next one's shortest text.
-    for first, second in itertools.pairwise(batches):
-        assert max(lengths[i] for i in first) <= min(lengths[i] for i in second)
 
 
 def test_the_encoder_setting_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,13 +110,29 @@ def test_the_onnx_document_encoder_matches_the_model(
     assert cosine.min() >= MIN_COSINE[kind] and cosine.mean() >= 0.99
     if kind == "onnx":
         assert np.abs(got - want).max() <= 1e-4
-    # One text at a time: the same vectors in fp32; in int8 the activations' scale is the
-    # batch's, so a vector moves a little with its batch, within the tolerance.
-    alone = np.asarray([encoder.embed([text])[0] for text in sample[:8]])
-    if kind == "onnx":
-        assert np.abs(alone - got[:8]).max() <= 1e-5
-    else:
-        assert (alone * got[:8]).sum(axis=1).min() >= MIN_COSINE[kind]
+    # A text's vector depends on that text alone, int8's too (its activations' scale is the
+    # text's): the same alone, among other texts, in another order, and as a query.
+    picked = [sample[i] for i in (3, 0, len(sample) - 1, 5)]
+    alone = np.asarray([encoder.embed([text])[0] for text in picked])
+    among = np.asarray(encoder.embed([*reversed(sample), *picked])[-len(picked) :])
+    query = np.asarray(OnnxQueryEncoder(encoder.folder).embed(picked))
+    assert np.array_equal(alone, among) and np.array_equal(alone, query)
+
+
+@pytest.mark.slow
+def test_an_export_in_this_process_leaves_the_model_as_it_was(
+    tmp_path: Path, torch_model: SentenceTransformerEmbedder
+) -> None:
+    # The export traces plain attention; the model the process embeds with keeps its own.
+    auto_model = torch_model.torch_model[0].auto_model
+    attention = auto_model.config._attn_implementation
+    sample = texts()[:6]
+    before = np.asarray(torch_model.embed(sample))
+    export(torch_model.torch_model, torch_model.model_id, tmp_path / "fp32", "onnx")
+    assert auto_model.config._attn_implementation == attention
+    assert np.array_equal(np.asarray(torch_model.embed(sample)), before)
+    got = np.asarray(OnnxDocumentEncoder(tmp_path / "fp32").embed(sample))
+    assert np.abs(got - before).max() <= 1e-4
 
 
 @pytest.mark.slow
@@ -282,7 +285,7 @@ def test_an_export_made_once_in_a_process_is_copied_to_another_cache(
     embedder = SentenceTransformerEmbedder(encoder="onnx", cache=other)
     assert embedder.encoder == "onnx"
     (copied,) = (other / "encoders").iterdir()
-    (original,) = (cache / "encoders").glob("*-onnx")
+    (original,) = (cache / "encoders").glob(f"*-{RECIPES['onnx']}")
     assert copied.name == original.name
     assert (copied / "model.onnx").read_bytes() == (original / "model.onnx").read_bytes()
 
