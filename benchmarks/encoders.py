@@ -9,33 +9,35 @@ embeds all of them in the same run, after a warm-up:
 
 - torch: ``SentenceTransformer.encode`` in one large call (it sorts by length inside);
 - onnx / int8: :class:`runbook_rag.encoders.OnnxDocumentEncoder` over the fp32 export and
-  its int8 quantisation (weights per channel, the feed-forward output projections and the
-  token embeddings kept in fp32), graph optimisations on, one thread per
-  available core, batches of similar token length.
+  its int8 quantisation (weights per channel; the attention and feed-forward output
+  projections and the token embeddings kept in fp32), graph optimisations on, one text per
+  call on a single-threaded session, one call per available core at a time.
 
-Prints texts/s, the ratio to torch, padded positions (as a share of real tokens), and the
-cosine similarity of each vector to torch's (least and mean), with export times.
+Prints texts/s, the ratio to torch, and the cosine similarity of each vector to torch's (least
+and mean), with export times.
 
 Measured on two shared cores (ratios are of one run; the same machine's rates vary by a
 third between runs, and torch's the most):
 
-    corpus, every 4th chunk (893 texts, 122k tokens), int8 recipe 2:
-     encoder  texts/s vs torch          padding  min cos mean cos
-       torch     40.8    1.00x    65739 (53.8%)  1.00000  1.00000
-        onnx     43.3    1.06x     4192 ( 3.4%)  1.00000  1.00000
-        int8     61.0    1.49x     4192 ( 3.4%)  0.99409  0.99740
+    corpus, every 4th chunk (893 texts, 122k tokens), onnx.2 and int8.3:
+     encoder  texts/s vs torch  min cos mean cos export s
+       torch     57.0    1.00x  1.00000  1.00000      0.0
+        onnx     51.2    0.90x  1.00000  1.00000      0.3
+        int8     82.1    1.44x  0.99479  0.99772     10.2
 
 In the build benchmark's run (benchmarks/build_and_search.py, all 3,571 chunks, raw encode
-rates) torch gave 27.1 texts/s, onnx 39.5 (1.46x) and int8 60.8 (2.24x). Retrieval quality
-(hybrid recall@1 / recall@5 / MRR@10, from that benchmark):
+rates, each encoder in a process of its own) torch gave 28.6 texts/s, onnx 56.7 (1.98x) and
+int8 81.7 (2.86x). Retrieval quality (hybrid recall@1 / recall@5 / MRR@10, from that
+benchmark):
 
-    set      torch and onnx          int8 (recipe 2)
-    corpus   0.853 / 0.907 / 0.898   0.893 / 0.914 / 0.919
-    sample   0.971 / 1.000 / 0.982   0.981 / 1.000 / 0.987
+    set      torch and onnx          int8 (int8.3)
+    corpus   0.853 / 0.907 / 0.898   0.840 / 0.907 / 0.888
+    sample   0.971 / 1.000 / 0.982   0.971 / 1.000 / 0.984
 
-Recipe 1 (every MatMul in int8) measured min cos 0.983 and corpus recall@1 0.840, 0.013
-below torch. int8 is not the default because its vectors depend on the texts batched
-together (one activation scale per call): the same runbooks built twice differ a little.
+int8 is not the default: on the corpus set it ranks one query's answer lower than the model
+does (recall@1 -0.013), more than the 0.005 a default may lose. With one activation scale per
+batch (recipe int8.2, batches of similar length) the same set scored 0.893 / 0.914 / 0.919,
+but a text's vector then moved with the texts batched beside it.
 """
 
 from __future__ import annotations
