@@ -260,9 +260,9 @@ def build_index(
     one embeds what they yield, a window of texts at a time, and a third writes the new
     generation's store a slice of vectors behind the encoder. The new generation is opened
     at once when nothing is published, else when the first chunk that differs from the
-    published one is seen (a build that changes
-    nothing opens none, unless it holds more chunks than :data:`HOLD` before it can tell: it
-    then writes ahead and discards what it wrote), and it is published only once complete.
+    published one is seen (a build that changes nothing opens none, unless it holds more
+    chunks than :data:`HOLD` before it can tell: it then writes ahead and discards what it
+    wrote), and it is published only once complete.
     """
     from .store import metadata_of
 

@@ -121,7 +121,7 @@ def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
                 opset_version=17,
                 dynamo=False,
             )
-            _set_attention(auto_model, attention)
+            _set_attention(auto_model, attention)  # before the probes are encoded
         if kind == "int8":
             _quantize(tmp / "model.onnx")
         (tmp / "tokenizer.json").write_text(backend.to_str(), encoding="utf-8")
