@@ -514,7 +514,7 @@ class _Pipeline:
         self._total: int | None = None
         self._window = min(FIRST_WINDOW, WINDOW)
         self._writes: ThreadPoolExecutor | None = None
-        self._written: Future[None] | None = None  # the batch being written
+        self._written: Future[object] | None = None  # the batch being written
         self._unindexed: list[tuple[Chunk, str]] = []  # in order, not yet in the lexical index
 
     def start(self) -> None:
@@ -590,7 +590,7 @@ class _Pipeline:
         if self._writer is None:
             self._writer = GenerationWriter(self._layout, self._embedder.dimension)
             self._unindexed.extend(self._held)
-            self._submit([], [], [], None)  # creates the store on the write thread
+            self._submit(self._writer.open)  # the store is created on the write thread
 
     def _embed(self) -> None:
         """Embed the pending texts, a slice at a time; the chunks of each slice are written
@@ -616,11 +616,11 @@ class _Pipeline:
         self._held = [(c, k) for c, k in self._held if k in self._pending]
         unindexed, self._unindexed = self._unindexed, []
         if not writable and unindexed:
-            self._submit(unindexed, [], [], None)
+            self._write(unindexed, [], [], None)
         for start in range(0, len(writable), WRITE_BATCH):
             batch = writable[start : start + WRITE_BATCH]
             vectors = self._vectors(batch)
-            self._submit(unindexed, [c for c, _ in batch], [k for _, k in batch], vectors)
+            self._write(unindexed, [c for c, _ in batch], [k for _, k in batch], vectors)
             unindexed = []
             for chunk, key in batch:
                 if key in self._ready:
@@ -628,9 +628,10 @@ class _Pipeline:
             for _, key in batch:
                 self._ready.pop(key, None)
 
-    def _submit(
+    def _write(
         self, unindexed: list[tuple[Chunk, str]], chunks: list[Chunk], keys: list[str], vectors: Any
     ) -> None:
+        """Index ``unindexed`` and store ``chunks`` with their keys and vectors, on the write thread."""
         writer = self._writer
         assert writer is not None
 
@@ -639,15 +640,17 @@ class _Pipeline:
                 writer.index(chunk, key)
             if chunks:
                 writer.store(chunks, keys, vectors)
-            else:
-                writer.vector_store  # noqa: B018  (created here, off the encoder's thread)
 
+        self._submit(write)
+
+    def _submit(self, job: Callable[[], object]) -> None:
+        """Run ``job`` on the write thread once the one before it is done."""
         self._drain()  # one batch in flight at most: memory stays bounded
         if self._writes is None:
             self._writes = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="runbook-rag-write", initializer=_yield_to_the_encoder
             )
-        self._written = self._writes.submit(write)
+        self._written = self._writes.submit(job)
 
     def _vectors(self, batch: list[tuple[Chunk, str]]) -> Any:
         assert self._writer is not None
@@ -727,7 +730,11 @@ class GenerationWriter:
 
     @property
     def vector_store(self) -> ChromaStore:
-        """The generation's store, created on first use (by the writing thread, in a build)."""
+        """The generation's store (see :meth:`open`)."""
+        return self.open()
+
+    def open(self) -> ChromaStore:
+        """The generation's store, created on the first call (by the writing thread, in a build)."""
         with self._creating:
             if self._store is None:
                 self._store = self.layout.create_store(self.name)
