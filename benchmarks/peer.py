@@ -51,6 +51,24 @@ class LlamaIndexPeer:
         self.seconds = time.perf_counter() - started
         self.nodes = len(nodes)
 
+    @classmethod
+    def open(cls, path: Path) -> LlamaIndexPeer:
+        """The peer's index persisted at ``path``, opened as ``peer_query.py`` opens it."""
+        import chromadb
+        from llama_index.core import VectorStoreIndex
+        from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+        from llama_index.vector_stores.chroma import ChromaVectorStore
+
+        folder, _ = resolve_model(None)
+        embed = HuggingFaceEmbedding(model_name=str(folder), device="cpu")
+        collection = chromadb.PersistentClient(path=str(path)).get_collection("peer")
+        store = ChromaVectorStore(chroma_collection=collection)
+        peer = cls.__new__(cls)
+        peer.index = VectorStoreIndex.from_vector_store(store, embed_model=embed)
+        peer.seconds = 0.0
+        peer.nodes = collection.count()
+        return peer
+
     def retriever(self, k: int, groups: Iterable[str] | None = None) -> Any:
         """A retriever of ``k`` nodes, filtered to ``groups`` when given."""
         if groups is None:

@@ -52,6 +52,7 @@ from .redaction import redact, redact_document
 from .screening import DocumentScreen
 from .settings import SourceLimits
 from .sources import load_documents
+from .store_process import StoreProcess
 
 if TYPE_CHECKING:
     from .store import ChromaStore
@@ -283,6 +284,8 @@ def build_index(
                     writer.start()  # while the first documents are prepared
                 for item in items:
                     if isinstance(item, Progress):
+                        if writer is not None and item.stage == "documents" and item.done == 0:
+                            writer.sources(item.total)
                         if progress is not None:
                             progress(item)
                         continue
@@ -336,12 +339,17 @@ def build_index(
 QUEUE_DEPTH = 512
 # Texts taken from the documents before they are embedded (longest first): the first window
 # is small, so that the encoder starts early, and each next one twice as large.
-FIRST_WINDOW = 128
+FIRST_WINDOW = 32
 WINDOW = 2048
 # Chunks per write to the store.
 WRITE_BATCH = 2048
 # Chunks held back, before the first change is seen, before the new generation is written.
 HOLD = 8192
+# A build with nothing to reuse (the first, or another model's index) of at least this many
+# documents writes its store from a process of its own: Chroma holds the GIL while it writes,
+# which would stall the encoder's threads (see runbook_rag.store_process). Starting that
+# process costs about a second of CPU, which only a build of many chunks wins back.
+STORE_PROCESS_DOCUMENTS = 200
 
 _T = TypeVar("_T")
 # How much lower the build's helper threads (preparing documents, writing) run than the
@@ -516,11 +524,17 @@ class _Pipeline:
         self._writes: ThreadPoolExecutor | None = None
         self._written: Future[object] | None = None  # the batch being written
         self._unindexed: list[tuple[Chunk, str]] = []  # in order, not yet in the lexical index
+        self._documents = 0
 
     def start(self) -> None:
-        """Open the encoder, and the new generation when nothing is published (every chunk
-        is new): the first window is embedded as soon as it is prepared."""
+        """Open the encoder while the first documents are prepared."""
         encoder_kind(self._embedder)
+
+    def sources(self, documents: int) -> None:
+        """The number of documents the build reads, known before their first chunk: when
+        nothing is published, the new generation is opened at once (every chunk is new),
+        its store written by a process of its own for :data:`STORE_PROCESS_DOCUMENTS` or more."""
+        self._documents = documents
         if not self._published.records:
             self._open()
 
@@ -588,7 +602,8 @@ class _Pipeline:
 
     def _open(self) -> None:
         if self._writer is None:
-            self._writer = GenerationWriter(self._layout, self._embedder.dimension)
+            own_process = not self._published.records and self._documents >= STORE_PROCESS_DOCUMENTS
+            self._writer = GenerationWriter(self._layout, self._embedder.dimension, own_process=own_process)
             self._unindexed.extend(self._held)
             self._submit(self._writer.open)  # the store is created on the write thread
 
@@ -716,26 +731,37 @@ def _kept(report: BuildReport) -> dict[str, Any]:
 
 class GenerationWriter:
     """A new generation being written: its store, taken in batches, and its lexical index,
-    taken one chunk at a time in order. Nothing of it is seen until it is published."""
+    taken one chunk at a time in order. Nothing of it is seen until it is published.
 
-    def __init__(self, layout: Layout, dimension: int) -> None:
+    With ``own_process``, a local store is written by a process of its own (see
+    :mod:`runbook_rag.store_process`); a Chroma server's client waits on the network
+    without holding the GIL, so its store is written from this process either way."""
+
+    def __init__(self, layout: Layout, dimension: int, *, own_process: bool = False) -> None:
         self.layout = layout
         self.name = new_generation_name()
         self.dimension = dimension
+        self.own_process = own_process
         self.counts: dict[str, int] = defaultdict(int)
         self.chunks = 0
-        self._store: ChromaStore | None = None
+        self._store: ChromaStore | StoreProcess | None = None
         self._creating = threading.Lock()
         self._lexical = LexicalBuilder(previous=_published_lexical(layout))
 
     @property
-    def vector_store(self) -> ChromaStore:
+    def vector_store(self) -> ChromaStore | StoreProcess:
         """The generation's store (see :meth:`open`)."""
         return self.open()
 
-    def open(self) -> ChromaStore:
+    def open(self) -> ChromaStore | StoreProcess:
         """The generation's store, created on the first call (by the writing thread, in a build)."""
         with self._creating:
+            if self._store is None and self.own_process and isinstance(self.layout, FileLayout):
+                try:
+                    self._store = StoreProcess(self.layout.path / self.name)
+                except IndexStateError as exc:
+                    log.warning("writing the vector store from this process: %s", exc.reason)
+                    self.layout.discard(self.name)  # whatever the child began
             if self._store is None:
                 self._store = self.layout.create_store(self.name)
             return self._store

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import SourceError, SourceLimitError
-from .parsing import document_parser
+from .parsing import structure_parser
 from .records import Chunk, Document
 
 TokenCounter = Callable[[Sequence[str]], list[int]]
@@ -109,7 +109,7 @@ def chunk_document(
 
 
 def _sections(text: str) -> list[_Section]:
-    tokens = document_parser().parse(text)
+    tokens = structure_parser().parse(text)
     stack: list[tuple[int, str]] = []
     sections: list[_Section] = []
     blocks: list[_Block] = []

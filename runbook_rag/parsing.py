@@ -14,11 +14,16 @@ from mdit_py_plugins.front_matter import front_matter_plugin
 _local = threading.local()
 
 
-def document_parser() -> MarkdownIt:
-    """CommonMark with tables and YAML front matter: a whole runbook, for parsing and chunking."""
-    parser: MarkdownIt | None = getattr(_local, "document", None)
+def structure_parser() -> MarkdownIt:
+    """CommonMark with tables and YAML front matter, blocks only: the structure of a whole
+    runbook (front matter, headings and blocks, with their line spans and raw inline text),
+    which is all that loading and chunking read. Inline markup is parsed where it is read:
+    a passage's commands (see :func:`passage_parser`)."""
+    parser: MarkdownIt | None = getattr(_local, "structure", None)
     if parser is None:
-        parser = _local.document = MarkdownIt("commonmark").enable("table").use(front_matter_plugin)
+        parser = _local.structure = (
+            MarkdownIt("commonmark").enable("table").use(front_matter_plugin).disable("inline")
+        )
     return parser
 
 

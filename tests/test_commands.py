@@ -77,6 +77,35 @@ def test_extraction_finds_every_command_with_its_language_and_lines() -> None:
     assert all(isinstance(c, Command) for c in found)
 
 
+_MARKDOWNISH = st.text(alphabet=" \t\n>-*+1.)`~#abk", max_size=60)
+
+
+@given(_MARKDOWNISH)
+def test_text_that_extraction_does_not_parse_holds_no_code(text: str) -> None:
+    """Extraction skips text without a fence, a code span or an indented block; the parser
+    must agree that such text holds no code, whatever its lists, quotes and tabs."""
+    from runbook_rag.commands.extract import _MAY_HOLD_CODE
+    from runbook_rag.parsing import passage_parser
+
+    code = {"fence", "code_block", "code_inline"}
+    tokens = passage_parser().parse(text)
+    kinds = {t.type for t in tokens} | {c.type for t in tokens for c in t.children or []}
+    if kinds & code:
+        assert _MAY_HOLD_CODE.search(text), f"code in {text!r} would be skipped"
+
+
+def test_indented_code_in_lists_and_quotes_is_still_extracted() -> None:
+    doc = (
+        "1. Restart:\n\n       kubectl rollout restart deploy/api\n\n"
+        ">     kubectl delete pod x\n\n-\t\tkubectl drain node-1\n"
+    )
+    assert [c.text for c in extract_commands(doc)] == [
+        "kubectl rollout restart deploy/api",
+        "kubectl delete pod x",
+        "kubectl drain node-1",
+    ]
+
+
 def test_a_function_or_if_over_several_lines_is_one_command() -> None:
     doc = (
         "```bash\nrestart() {\n  kubectl rollout restart deploy/$1\n}\n"

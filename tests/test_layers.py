@@ -31,6 +31,7 @@ LOWER = {
     "settings",
     "sources",
     "store",
+    "store_process",
     "tracing",
 }
 # The front doors and what drives them.

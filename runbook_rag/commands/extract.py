@@ -20,11 +20,17 @@ _PROMPT = re.compile(
     r"|(?:ba|z)?sh-\d+(?:\.\d+)*[$#])\s+(?=\S)"
 )
 _SQL_END = re.compile(r";\s*(--.*)?$")
+# Commands come only from code: a fence (``` or ~~~), a code span (`) or an indented block
+# (four columns in, after any list or quote markers: four spaces or a tab). Text with none of
+# these holds no command, and is not parsed.
+_MAY_HOLD_CODE = re.compile(r"`|~~~|\t| {4}")
 
 
 def extract_commands(markdown_text: str, start_line: int = 1) -> list[Command]:
     """The commands of ``markdown_text`` in document order; ``start_line`` is its first line's number."""
     found: list[Command] = []
+    if not _MAY_HOLD_CODE.search(markdown_text):
+        return found
     for token in passage_parser().parse(markdown_text):
         if token.map is None:
             continue

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..access import AccessMap, LabelError, allows_instructions, validate_labels
 from ..errors import AccessLabelError, FrontMatterError
-from ..parsing import document_parser
+from ..parsing import structure_parser
 from ..records import BuildWarning, Document
 
 SUFFIXES = (".md", ".markdown")
@@ -59,7 +59,7 @@ def parse_markdown(
     misspelt ``access`` raises :class:`AccessLabelError`.
     """
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # line numbers as Markdown counts them
-    tokens = document_parser().parse(text)
+    tokens = structure_parser().parse(text)
     meta: dict[str, Any] = {}
     fm_tokens = [t for t in tokens if t.type == "front_matter"]
     if fm_tokens:
