@@ -15,11 +15,11 @@ first build costs. Prints:
 
 - per pipeline: documents, chunks (and how many exceed the model's window), wall seconds,
   chunks/s, peak RSS (for ours, the build's process plus the process that writes a large
-  first build's store, added: an upper bound); for ours the raw encode rate of the same encoder on the same texts (the
-  ceiling) and the share of it the build reaches; retrieval quality (recall@1, recall@5,
-  MRR@10) on the query file that matches FOLDER (evals/corpus_runbooks.jsonl for the corpus,
-  evals/sample_runbooks.jsonl for the samples), each line as its own groups or, without
-  groups, as a principal in every group;
+  first build's store, added: an upper bound); for ours the raw encode rate of the same
+  encoder on the same texts (the ceiling) and the share of it the build reaches; retrieval
+  quality (recall@1, recall@5, MRR@10) on the query file that matches FOLDER
+  (evals/corpus_runbooks.jsonl for the corpus, evals/sample_runbooks.jsonl for the samples),
+  each line as its own groups or, without groups, as a principal in every group;
 - search latency p50/p95 (k=5, query embedding included): the vector store's query for the k
   nearest chunks with their text, unfiltered and through a three-group principal's filter (the
   filter's own cost, which the 1.3x target compares); then search as served (hybrid, every hit

@@ -75,9 +75,11 @@ def chunk_document(
     line_tokens = count_tokens(lines)
     chunks: list[Chunk] = []
     seen: Counter[tuple[str, tuple[str, ...], str]] = Counter()
-    for section in sections:
-        probe = Chunk("", doc.doc_id, doc.source, doc.title, section.path, 0, 0, "", doc.labels)
-        budget = max_tokens - count_tokens([probe.embed_text])[0]
+    # What each section's heading path costs every chunk of it, counted in one call.
+    probes = [Chunk("", doc.doc_id, doc.source, doc.title, s.path, 0, 0, "", doc.labels) for s in sections]
+    prefixes = count_tokens([probe.embed_text for probe in probes])
+    for section, prefix in zip(sections, prefixes, strict=True):
+        budget = max_tokens - prefix
         if budget < 16:
             line = section.blocks[0].start + 1
             raise SourceError("heading path too long for the embedding window", source=doc.source, line=line)

@@ -44,6 +44,7 @@ from .encoders import (
     ENCODER_KINDS,
     RECIPES,
     OnnxDocumentEncoder,
+    encode_batch,
     export,
     export_in_child,
     export_kind,
@@ -171,12 +172,11 @@ class SentenceTransformerEmbedder:
         if not texts:
             return []
         if self._tokenizer is not None:
-            encoded = self._tokenizer.encode_batch(list(texts), add_special_tokens=False)
-            return [len(e.ids) for e in encoded]
+            return [len(e.ids) for e in encode_batch(self._tokenizer, texts, add_special_tokens=False)]
         backend = getattr(self._model.tokenizer, "backend_tokenizer", None)
         if backend is not None and backend.truncation is None and backend.padding is None:
             # The Rust tokenizer directly: faster, and silent about texts longer than the window.
-            return [len(e.ids) for e in backend.encode_batch(list(texts), add_special_tokens=False)]
+            return [len(e.ids) for e in encode_batch(backend, texts, add_special_tokens=False)]
         ids = self._model.tokenizer(list(texts), add_special_tokens=False, truncation=False)["input_ids"]
         return [len(x) for x in ids]
 

@@ -399,10 +399,10 @@ class OnnxDocumentEncoder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
-        return [len(e.ids) for e in self._counter.encode_batch(list(texts), add_special_tokens=False)]
+        return [len(e.ids) for e in encode_batch(self._counter, texts, add_special_tokens=False)]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        encoded = self._tokenizer.encode_batch(list(texts)) if texts else []
+        encoded = encode_batch(self._tokenizer, texts) if texts else []
         if len(encoded) < 2 or self.workers == 1:
             return [self._one(e) for e in encoded]
         if self._pool is None:
@@ -416,6 +416,14 @@ class OnnxDocumentEncoder:
 
     def _one(self, encoding: Any) -> list[float]:
         return _run_one(self._session, self._inputs, encoding)
+
+
+def encode_batch(tokenizer: Any, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[Any]:
+    """``texts`` tokenised by a ``tokenizers.Tokenizer``, without the character offsets nothing
+    here reads (``encode_batch_fast``, about a third faster, where the library has it)."""
+    encode = getattr(tokenizer, "encode_batch_fast", None) or tokenizer.encode_batch
+    encoded: list[Any] = encode(list(texts), add_special_tokens=add_special_tokens)
+    return encoded
 
 
 def _run_one(session: Any, inputs: list[str], encoding: Any) -> list[float]:
