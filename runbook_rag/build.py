@@ -341,6 +341,8 @@ QUEUE_DEPTH = 512
 # is small, so that the encoder starts early, and each next one twice as large.
 FIRST_WINDOW = 32
 WINDOW = 2048
+# The texts of a build's last slice: what is left to write once the encoder stops.
+TAIL_SLICE = 128
 # Chunks per write to the store.
 WRITE_BATCH = 2048
 # Chunks held back, before the first change is seen, before the new generation is written.
@@ -525,6 +527,11 @@ class _Pipeline:
         self._written: Future[object] | None = None  # the batch being written
         self._unindexed: list[tuple[Chunk, str]] = []  # in order, not yet in the lexical index
         self._documents = 0
+        self._opening: Future[object] | None = None  # the new store being created
+        # Chunks whose text this build embedded for a chunk already written: their vector is read
+        # back from the new store, which waits for the write in flight, so they are written
+        # together, at the end or a batch at a time.
+        self._later: list[tuple[Chunk, str]] = []
 
     def start(self) -> None:
         """Open the encoder while the first documents are prepared."""
@@ -571,8 +578,8 @@ class _Pipeline:
         if self._writer is None:
             self._open()
         if self._pending:
-            self._embed()
-        self._store()
+            self._embed(last=True)
+        self._store(now=True)
         self._drain()
         self._stop_writing()
         assert self._writer is not None
@@ -606,13 +613,20 @@ class _Pipeline:
             self._writer = GenerationWriter(self._layout, self._embedder.dimension, own_process=own_process)
             self._unindexed.extend(self._held)
             self._submit(self._writer.open)  # the store is created on the write thread
+            self._opening = self._written
 
-    def _embed(self) -> None:
+    def _embed(self, *, last: bool = False) -> None:
         """Embed the pending texts, a slice at a time; the chunks of each slice are written
-        while the next one is embedded."""
+        while the next one is embedded. The ``last`` texts of a build end with a slice of the
+        :data:`TAIL_SLICE` longest: it takes long enough to embed for the slice before it to be
+        written meanwhile, and what is left to write once the encoder stops is small."""
         keys = sorted(self._pending, key=lambda k: -len(self._pending[k]))
-        for start in range(0, len(keys), EMBED_SLICE):
-            part = keys[start : start + EMBED_SLICE]
+        cuts = list(range(0, len(keys), EMBED_SLICE))
+        if last and len(keys) > TAIL_SLICE:
+            keys = keys[TAIL_SLICE:] + keys[:TAIL_SLICE]
+            cuts = [c for c in cuts if c < len(keys) - TAIL_SLICE] + [len(keys) - TAIL_SLICE]
+        for start, stop in zip(cuts, [*cuts[1:], len(keys)], strict=True):
+            part = keys[start:stop]
             vectors = np.asarray(self._embedder.embed([self._pending.pop(k) for k in part]), dtype=np.float32)
             self._ready.update(zip(part, vectors, strict=True))
             self._embedded += len(part)
@@ -623,12 +637,28 @@ class _Pipeline:
         self._waiting = 0
         self._window = min(2 * self._window, WINDOW)
 
-    def _store(self) -> None:
+    def _store(self, *, now: bool = False) -> None:
         """Write every held chunk whose vector is known, in batches, and index the chunks
-        taken since the last call (in order), on the write thread."""
+        taken since the last call (in order), on the write thread. While the new store is
+        still being created (a store process starting), this waits for a later call, unless
+        ``now`` or :data:`HOLD` chunks are held: the encoder goes on meanwhile."""
         assert self._writer is not None
-        writable = [(c, k) for c, k in self._held if k not in self._pending]
-        self._held = [(c, k) for c, k in self._held if k in self._pending]
+        creating = self._opening is not None and not self._opening.done()
+        if creating and not now and len(self._held) < HOLD:
+            return
+        writable: list[tuple[Chunk, str]] = []
+        held: list[tuple[Chunk, str]] = []
+        for chunk, key in self._held:
+            if key in self._pending:
+                held.append((chunk, key))
+            elif key in self._fresh and key not in self._ready:
+                self._later.append((chunk, key))
+            else:
+                writable.append((chunk, key))
+        self._held = held
+        if now or len(self._later) >= WRITE_BATCH:
+            writable.extend(self._later)
+            self._later = []
         unindexed, self._unindexed = self._unindexed, []
         if not writable and unindexed:
             self._write(unindexed, [], [], None)

@@ -84,6 +84,7 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(building, "WRITE_BATCH", 8)
     monkeypatch.setattr(building, "HOLD", 24)
     monkeypatch.setattr(building, "EMBED_SLICE", 8)
+    monkeypatch.setattr(building, "TAIL_SLICE", 4)
     monkeypatch.setattr(building, "QUEUE_DEPTH", 2)
 
 
@@ -100,13 +101,16 @@ def write_at_once(folder: Path, index: Path, embedder: HashEmbedder) -> None:
 
 def test_batched_writes_hold_what_one_write_holds(tmp_path: Path, small_batches: None) -> None:
     src = sources(tmp_path / "src", documents=12, sections=6)
-    shutil.copy(src / "doc-0003.md", src / "copy-of-3.md")  # the same texts twice: embedded once
+    # The same texts twice, embedded once: more copies than a write batch holds, so that the
+    # copies whose vectors are read back from the new store are written in several batches.
+    for n in (1, 3, 8):
+        shutil.copy(src / f"doc-{n:04d}.md", src / f"copy-of-{n}.md")
     embedder = HashEmbedder()
     report = build_index([src], index_path=tmp_path / "piped", embedder=embedder)
     write_at_once(src, tmp_path / "whole", embedder)
     piped, whole = contents(tmp_path / "piped"), contents(tmp_path / "whole")
-    assert report.chunks == len(piped) == 13 * 6
-    assert report.embedded == 12 * 6  # the copy's texts were embedded once
+    assert report.chunks == len(piped) == 15 * 6
+    assert report.embedded == 12 * 6
     assert same(piped, whole)
     assert lexical_of(tmp_path / "piped").chunk_ids == lexical_of(tmp_path / "whole").chunk_ids
 
@@ -391,6 +395,57 @@ def test_each_slice_is_written_while_the_next_is_embedded(
     # and, at most, the one being written as it started (a window is 16 texts here).
     assert sum(n for what, n in events[last_embed:] if what == "write") <= 2 * building.EMBED_SLICE
     assert max(n for what, n in events if what == "embed") <= building.EMBED_SLICE
+
+
+def test_the_last_slice_is_small_and_holds_the_longest_texts(
+    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(building, "WINDOW", 10**6)  # every text after the first windows in the last one
+    src = sources(tmp_path / "src", documents=20, sections=4)
+    for n in range(0, 20, 5):  # a few sections much longer than the rest
+        doc = src / f"doc-{n:04d}.md"
+        doc.write_text(doc.read_text() + f"\n## Long {n}\n\n" + "lag " * 30 + "\n")
+    calls: list[list[str]] = []
+
+    class Recording(HashEmbedder):
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            calls.append(list(texts))
+            return super().embed(texts)
+
+    build_index([src], index_path=tmp_path / "idx", embedder=Recording())
+    last, before = calls[-1], calls[-2]
+    assert len(last) == building.TAIL_SLICE
+    assert min(map(len, last)) >= max(map(len, before)), "the last slice holds the window's longest texts"
+
+
+def test_the_encoder_does_not_wait_for_the_new_store_to_be_created(
+    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(building, "HOLD", 10**6)  # past HOLD chunks held, a build does wait
+    src = sources(tmp_path / "src", documents=12, sections=4)
+    embedded = threading.Event()
+    waited: list[bool] = []
+    real_create = FileLayout.create_store
+
+    def slow_create(self: FileLayout, name: str) -> ChromaStore:
+        # A store that takes as long to create as the encoder takes for three windows: a
+        # build that waited for it before embedding more would never get there.
+        waited.append(embedded.wait(timeout=60))
+        return real_create(self, name)
+
+    class Counting(HashEmbedder):
+        calls = 0
+
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            Counting.calls += 1
+            if Counting.calls == 3:
+                embedded.set()
+            return super().embed(texts)
+
+    monkeypatch.setattr(FileLayout, "create_store", slow_create)
+    report = build_index([src], index_path=tmp_path / "idx", embedder=Counting())
+    assert waited == [True], "the encoder went on while the store was being created"
+    assert report.chunks == len(contents(tmp_path / "idx")) == 48
 
 
 def test_a_first_build_creates_its_store_on_the_write_thread_and_a_failure_there_is_clean(
