@@ -52,10 +52,10 @@ from .redaction import redact, redact_document
 from .screening import DocumentScreen
 from .settings import SourceLimits
 from .sources import load_documents
-from .store_process import StoreProcess
 
 if TYPE_CHECKING:
     from .store import ChromaStore
+    from .store_process import StoreProcess
 
 CHUNKER_VERSION = 1
 log = logging.getLogger("runbook_rag")
@@ -764,8 +764,7 @@ class GenerationWriter:
     taken one chunk at a time in order. Nothing of it is seen until it is published.
 
     With ``own_process``, a local store is written by a process of its own (see
-    :mod:`runbook_rag.store_process`); a Chroma server's client waits on the network
-    without holding the GIL, so its store is written from this process either way."""
+    :meth:`FileLayout.create_store`)."""
 
     def __init__(self, layout: Layout, dimension: int, *, own_process: bool = False) -> None:
         self.layout = layout
@@ -786,14 +785,8 @@ class GenerationWriter:
     def open(self) -> ChromaStore | StoreProcess:
         """The generation's store, created on the first call (by the writing thread, in a build)."""
         with self._creating:
-            if self._store is None and self.own_process and isinstance(self.layout, FileLayout):
-                try:
-                    self._store = StoreProcess(self.layout.path / self.name)
-                except IndexStateError as exc:
-                    log.warning("writing the vector store from this process: %s", exc.reason)
-                    self.layout.discard(self.name)  # whatever the child began
             if self._store is None:
-                self._store = self.layout.create_store(self.name)
+                self._store = self.layout.create_store(self.name, own_process=self.own_process)
             return self._store
 
     def index(self, chunk: Chunk, key: str) -> None:

@@ -16,6 +16,7 @@ import datetime as dt
 import errno
 import fcntl
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -31,9 +32,12 @@ from .errors import IndexNotFoundError, IndexStateError
 from .records import BuildReport
 from .settings import EncoderKind
 
+log = logging.getLogger("runbook_rag")
+
 if TYPE_CHECKING:
     from .settings import ChromaSettings
     from .store import ChromaServer, ChromaStore
+    from .store_process import StoreProcess
 
 SCHEMA_VERSION = 1
 POINTER = "CURRENT"
@@ -281,7 +285,7 @@ class Layout(Protocol):
 
     def pointer(self) -> str | None: ...
     def load(self) -> tuple[ChromaStore, Manifest]: ...
-    def create_store(self, name: str) -> ChromaStore: ...
+    def create_store(self, name: str, *, own_process: bool = False) -> ChromaStore | StoreProcess: ...
     def publish(self, manifest: Manifest) -> None: ...
     def record_report(self, manifest: Manifest, report: dict[str, Any]) -> None: ...
     def lexical_dir(self, name: str) -> Path: ...
@@ -310,9 +314,20 @@ class FileLayout:
         gen_dir, manifest = load_manifest(self.path)
         return ChromaStore(gen_dir, read_only=True), _with_last_report(self.path, manifest)
 
-    def create_store(self, name: str) -> ChromaStore:
+    def create_store(self, name: str, *, own_process: bool = False) -> ChromaStore | StoreProcess:
+        """A new store for generation ``name``. With ``own_process`` it is written by a process
+        of its own (see :mod:`runbook_rag.store_process`), or by this one when none can be
+        started."""
         from .store import ChromaStore
 
+        if own_process:
+            from .store_process import StoreProcess
+
+            try:
+                return StoreProcess(self.path / name)
+            except IndexStateError as exc:
+                log.warning("writing the vector store from this process: %s", exc.reason)
+                self.discard(name)  # whatever the child began
         return ChromaStore(self.path / name, create=True)
 
     def publish(self, manifest: Manifest) -> None:
@@ -387,7 +402,9 @@ class ServerLayout:
             )
         return self._server.store(self._collection(manifest.generation)), manifest
 
-    def create_store(self, name: str) -> ChromaStore:
+    def create_store(self, name: str, *, own_process: bool = False) -> ChromaStore | StoreProcess:
+        """A new collection for generation ``name``, written from this process either way: the
+        server's client waits on the network without holding the GIL."""
         return self._server.store(self._collection(name), create=True)
 
     def publish(self, manifest: Manifest) -> None:

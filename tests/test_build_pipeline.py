@@ -427,11 +427,11 @@ def test_the_encoder_does_not_wait_for_the_new_store_to_be_created(
     waited: list[bool] = []
     real_create = FileLayout.create_store
 
-    def slow_create(self: FileLayout, name: str) -> ChromaStore:
+    def slow_create(self: FileLayout, name: str, **kwargs: Any) -> Any:
         # A store that takes as long to create as the encoder takes for three windows: a
         # build that waited for it before embedding more would never get there.
         waited.append(embedded.wait(timeout=60))
-        return real_create(self, name)
+        return real_create(self, name, **kwargs)
 
     class Counting(HashEmbedder):
         calls = 0
@@ -455,15 +455,15 @@ def test_a_first_build_creates_its_store_on_the_write_thread_and_a_failure_there
     created_on: list[str] = []
     real_create = FileLayout.create_store
 
-    def create_store(self: FileLayout, name: str) -> ChromaStore:
+    def create_store(self: FileLayout, name: str, **kwargs: Any) -> Any:
         created_on.append(threading.current_thread().name)
-        return real_create(self, name)
+        return real_create(self, name, **kwargs)
 
     monkeypatch.setattr(FileLayout, "create_store", create_store)
     build_index([src], index_path=tmp_path / "idx", embedder=HashEmbedder())
     assert len(created_on) == 1 and created_on[0].startswith("runbook-rag-write")
 
-    def broken(self: FileLayout, name: str) -> ChromaStore:
+    def broken(self: FileLayout, name: str, **kwargs: Any) -> ChromaStore:
         (self.path / name).mkdir()
         raise OSError(13, "Permission denied")
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from runbook_rag import build as building
+from runbook_rag import store_process
 from runbook_rag.build import build_index
 from runbook_rag.errors import IndexStateError
 from runbook_rag.generations import POINTER, load_manifest
@@ -48,7 +49,7 @@ def in_a_child(monkeypatch: pytest.MonkeyPatch) -> list[subprocess.Popen[bytes]]
     monkeypatch.setattr(building, "FIRST_WINDOW", 4)
     monkeypatch.setattr(building, "WRITE_BATCH", 8)
     monkeypatch.setattr(building, "EMBED_SLICE", 8)
-    monkeypatch.setattr(building, "StoreProcess", Recorded)
+    monkeypatch.setattr(store_process, "StoreProcess", Recorded)
     Recorded.children = []
     return Recorded.children
 
@@ -159,6 +160,7 @@ def test_an_error_in_the_writer_is_raised_with_its_reason_and_ends_it(tmp_path: 
 PARENT = """
 import sys
 from pathlib import Path
+from runbook_rag import store_process
 from runbook_rag.store_process import StoreProcess
 store = StoreProcess(Path(sys.argv[1]))
 print(store._child.pid, flush=True)
