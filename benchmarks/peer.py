@@ -53,7 +53,8 @@ class LlamaIndexPeer:
 
     @classmethod
     def open(cls, path: Path) -> LlamaIndexPeer:
-        """The peer's index persisted at ``path``, opened as ``peer_query.py`` opens it."""
+        """The peer's index persisted at ``path``, opened as a team's query script opens it
+        (``peer_query.py``)."""
         import chromadb
         from llama_index.core import VectorStoreIndex
         from llama_index.embeddings.huggingface import HuggingFaceEmbedding
