@@ -1,10 +1,10 @@
 """ONNX exports of the embedding model, and the encoders that run them without torch.
 
 An export is the model's transformer with mean pooling and normalisation as one ONNX graph
-(``onnx``: fp32; ``int8``: weights dynamically quantised per output channel), its fast
-tokenizer, and the model's own vectors of a few probe texts. Opening an export checks it
-against those vectors (:data:`MIN_COSINE`), so a later build verifies a cached export without
-loading torch.
+over one unpadded text per call, with no attention mask (``onnx``: fp32; ``int8``: weights
+dynamically quantised per output channel), its fast tokenizer, and the model's own vectors of
+a few probe texts. Opening an export checks it against those vectors (:data:`MIN_COSINE`), so
+a later build verifies a cached export without loading torch.
 
 Exporting needs the model in torch. A process that has not loaded it exports in a child
 process (:func:`export_in_child`), so that torch never enters a build that embeds with
@@ -38,7 +38,7 @@ runtime.quiet()
 ENCODER_KINDS: tuple[EncoderKind, ...] = ("torch", "onnx", "int8")
 # How each kind's export is made, versioned: a new recipe names new export folders and new
 # content keys, so vectors of two recipes never mix.
-RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx.2", "int8": "int8.3"}
+RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx.3", "int8": "int8.4"}
 
 
 def export_kind(kind: object) -> EncoderKind:
@@ -89,7 +89,9 @@ def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
     backend = getattr(model.tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise EmbeddingError("the model has no fast tokenizer to export")
-    inputs = ["input_ids", "attention_mask"]
+    # No attention mask: every call holds one text, unpadded, so every token is attended and
+    # pooled. The mask's handling was 5% of an fp32 call (benchmarks/encoders.py).
+    inputs = ["input_ids"]
     if getattr(auto_model.config, "type_vocab_size", 0):
         inputs.append("token_type_ids")
     sample = model.tokenizer(["a query"], return_tensors="pt")
@@ -274,7 +276,8 @@ def publish_copy(source: Path, folder: Path) -> None:
 
 
 class _MeanPooled:
-    """The transformer with mean pooling and L2 normalisation, as one traceable module."""
+    """The transformer with mean pooling and L2 normalisation, as one traceable module, for
+    one unpadded text per call: every token is attended and pooled."""
 
     def __new__(cls, auto_model: Any, inputs: list[str]) -> Any:
         import torch
@@ -287,9 +290,7 @@ class _MeanPooled:
             def forward(self, *args: Any) -> Any:
                 named = dict(zip(inputs, args, strict=True))
                 hidden = self.model(**named).last_hidden_state
-                mask = named["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(pooled, dim=1)
+                return torch.nn.functional.normalize(hidden.mean(1), dim=1)
 
         return Module()
 
@@ -329,11 +330,11 @@ class OnnxDocumentEncoder:
     graph optimisation, one text per call and one call per available core at a time.
     Implements :class:`Embedder`.
 
-    One text per call feeds no padding, and a text's vector depends on that text alone: the
-    int8 export quantises activations with one scale per call, so a batch would move each
-    vector with the texts beside it. Single-threaded calls side by side need no barrier
-    between cores at each step, so a core taken by other work slows one text, not all:
-    on two cores this ran 1.2x faster than batches of similar length on two threads
+    One text per call feeds no padding (the graph has no attention mask), and a text's vector
+    depends on that text alone: the int8 export quantises activations with one scale per call,
+    so a batch would move each vector with the texts beside it. Single-threaded calls side by
+    side need no barrier between cores at each step, so a core taken by other work slows one
+    text, not all: on two cores this ran 1.2x faster than batches of similar length on two threads
     (benchmarks/encoders.py).
 
     Opening checks the export against the model's vectors of the probe texts kept beside it
@@ -427,7 +428,8 @@ def encode_batch(tokenizer: Any, texts: Sequence[str], *, add_special_tokens: bo
 
 
 def _run_one(session: Any, inputs: list[str], encoding: Any) -> list[float]:
-    """The export's vector of one tokenised text, alone in its call."""
+    """The export's vector of one tokenised text, alone in its call (exports before
+    ``onnx.3`` and ``int8.4`` also take its attention mask)."""
     import numpy as np
 
     columns = {
