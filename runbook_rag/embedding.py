@@ -191,37 +191,48 @@ class SentenceTransformerEmbedder:
 
     @property
     def encoder(self) -> EncoderKind:
-        """The kind that embeds this embedder's documents: the one asked for, or ``torch`` when
-        its export could not be made or verified (decided once, on first use)."""
+        """The kind that embeds this embedder's documents: the one asked for, else the next of
+        ``int8``, ``onnx``, ``torch`` whose export can be made and verified (decided once, on
+        first use)."""
         if self._encoder is None:
             self._encoder = self._resolve()
         return self._encoder
 
     def _resolve(self) -> EncoderKind:
-        kind = self._wanted
-        if kind == "torch":
+        # int8 falls back to the fp32 export, which embeds as the model does; either to torch.
+        kinds: tuple[EncoderKind, ...] = ("int8", "onnx") if self._wanted == "int8" else (self._wanted,)
+        for kind, then in zip(kinds, [*kinds[1:], "torch"], strict=True):
+            if kind == "torch":
+                return kind
+            try:
+                self._document = self._made(kind)
+            except EmbeddingError as exc:
+                log.warning(
+                    "the %s encoder cannot be used (%s); embedding documents with %s", kind, exc, then
+                )
+                continue
             return kind
+        return "torch"
+
+    def _made(self, kind: EncoderKind) -> OnnxDocumentEncoder:
+        """The verified ``kind`` export, from the cache, else copied or exported there."""
         folder = self._encoder_cache() / f"{self.fingerprint}-{RECIPES[kind]}"
         if folder.is_dir():
             try:
-                self._document = self._open_export(folder)
+                document = self._open_export(folder)
                 _MADE.setdefault((self.fingerprint, kind), folder)
-                return kind
+                return document
             except EmbeddingError as exc:
                 log.warning("%s; exporting the model again", exc)
                 shutil.rmtree(folder, ignore_errors=True)
-        try:
-            made = _MADE.get((self.fingerprint, kind))
-            if made is not None and made.is_dir():
-                publish_copy(made, folder)
-            else:
-                self._export(folder, kind)
-            self._document = self._open_export(folder)
-        except EmbeddingError as exc:
-            log.warning("the %s encoder cannot be used (%s); embedding documents with torch", kind, exc)
-            return "torch"
+        made = _MADE.get((self.fingerprint, kind))
+        if made is not None and made.is_dir():
+            publish_copy(made, folder)
+        else:
+            self._export(folder, kind)
+        document = self._open_export(folder)
         _MADE[(self.fingerprint, kind)] = folder
-        return kind
+        return document
 
     def _open_export(self, folder: Path) -> OnnxDocumentEncoder:
         encoder = OnnxDocumentEncoder(folder)
