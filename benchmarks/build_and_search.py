@@ -449,8 +449,9 @@ def main() -> None:
         print(
             f"  {name:<28} {value:8.2f}  ({'<=' if at_most else '>='} {target})  {'PASS' if ok else 'FAIL'}"
         )
-    # Quality against the torch encoder, the model itself (else the first measured).
-    reference = "torch" if "torch" in rows else encoders[0]
+    # Quality against the model's own vectors: torch's, else the fp32 export's (else the first
+    # measured).
+    reference = next((k for k in ("torch", "onnx") if k in rows), encoders[0])
     base = rows[reference]["quality"]
     for kind, row in rows.items():
         if kind == reference or not base:
