@@ -199,11 +199,11 @@ class SentenceTransformerEmbedder:
         return self._encoder
 
     def _resolve(self) -> EncoderKind:
+        if self._wanted == "torch":
+            return "torch"
         # int8 falls back to the fp32 export, which embeds as the model does; either to torch.
-        kinds: tuple[EncoderKind, ...] = ("int8", "onnx") if self._wanted == "int8" else (self._wanted,)
+        kinds: tuple[EncoderKind, ...] = ("int8", "onnx") if self._wanted == "int8" else ("onnx",)
         for kind, then in zip(kinds, [*kinds[1:], "torch"], strict=True):
-            if kind == "torch":
-                return kind
             try:
                 self._document = self._made(kind)
             except EmbeddingError as exc:
