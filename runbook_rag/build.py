@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -342,9 +342,12 @@ QUEUE_DEPTH = 512
 FIRST_WINDOW = 32
 WINDOW = 2048
 # The texts of a build's last slice: what is left to write once the encoder stops.
-TAIL_SLICE = 128
+TAIL_SLICE = 64
 # Chunks per write to the store.
 WRITE_BATCH = 2048
+# Writes queued for the write thread, the one it is doing included: the encoder goes on while
+# a write takes longer than the slice after it, and memory stays bounded.
+WRITES_IN_FLIGHT = 2
 # Chunks held back, before the first change is seen, before the new generation is written.
 HOLD = 8192
 # A build with nothing to reuse (the first, or another model's index) of at least this many
@@ -354,16 +357,6 @@ HOLD = 8192
 STORE_PROCESS_DOCUMENTS = 200
 
 _T = TypeVar("_T")
-# How much lower the build's helper threads (preparing documents, writing) run than the
-# encoder's: when they compete for the cores, the encoder's workers go first.
-HELPER_NICENESS = 10
-
-
-def _yield_to_the_encoder() -> None:
-    """Lower the calling thread's scheduling priority (Linux: niceness is per thread)."""
-    with contextlib.suppress(AttributeError, OSError):
-        thread = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, thread, os.getpriority(os.PRIO_PROCESS, thread) + HELPER_NICENESS)
 
 
 @contextlib.contextmanager
@@ -387,7 +380,6 @@ def _ahead(items: Iterator[_T], *, depth: int) -> Generator[Iterator[_T], None, 
         return False
 
     def produce() -> None:
-        _yield_to_the_encoder()
         try:
             for item in items:
                 if not put((item, None, False)):
@@ -524,7 +516,8 @@ class _Pipeline:
         self._total: int | None = None
         self._window = min(FIRST_WINDOW, WINDOW)
         self._writes: ThreadPoolExecutor | None = None
-        self._written: Future[object] | None = None  # the batch being written
+        self._written: deque[Future[object]] = deque()  # the writes queued, oldest first
+        self._write_failed = threading.Event()  # the writes queued after it do nothing
         self._unindexed: list[tuple[Chunk, str]] = []  # in order, not yet in the lexical index
         self._documents = 0
         self._opening: Future[object] | None = None  # the new store being created
@@ -574,9 +567,19 @@ class _Pipeline:
                 self._report(self._embedded)
 
     def publish(self, *, documents: int, report: dict[str, Any]) -> str:
-        """Write what is left, then the lexical index, query encoder and manifest, and publish."""
+        """Write what is left, then the query encoder and manifest, and publish. Every chunk is
+        known by now: the lexical index is written while the last texts are embedded."""
         if self._writer is None:
             self._open()
+        writer, unindexed, self._unindexed = self._writer, self._unindexed, []
+        assert writer is not None
+
+        def index() -> None:
+            for chunk, key in unindexed:
+                writer.index(chunk, key)
+            writer.save_lexical()
+
+        self._submit(index)
         if self._pending:
             self._embed(last=True)
         self._store(now=True)
@@ -596,11 +599,10 @@ class _Pipeline:
             self._writer.discard()
             self._writer = None
 
-    def _drain(self) -> None:
-        """Wait for the batch being written; raise what it raised."""
-        written, self._written = self._written, None
-        if written is not None:
-            written.result()
+    def _drain(self, *, leave: int = 0) -> None:
+        """Wait for the writes queued, all but the last ``leave``; raise what one raised."""
+        while len(self._written) > leave:
+            self._written.popleft().result()
 
     def _stop_writing(self) -> None:
         if self._writes is not None:
@@ -613,7 +615,7 @@ class _Pipeline:
             self._writer = GenerationWriter(self._layout, self._embedder.dimension, own_process=own_process)
             self._unindexed.extend(self._held)
             self._submit(self._writer.open)  # the store is created on the write thread
-            self._opening = self._written
+            self._opening = self._written[-1]
 
     def _embed(self, *, last: bool = False) -> None:
         """Embed the pending texts, a slice at a time; the chunks of each slice are written
@@ -689,13 +691,23 @@ class _Pipeline:
         self._submit(write)
 
     def _submit(self, job: Callable[[], object]) -> None:
-        """Run ``job`` on the write thread once the one before it is done."""
-        self._drain()  # one batch in flight at most: memory stays bounded
+        """Run ``job`` on the write thread after the ones before it, unless one of them failed;
+        wait first while :data:`WRITES_IN_FLIGHT` are queued."""
+        self._drain(leave=WRITES_IN_FLIGHT - 1)
         if self._writes is None:
-            self._writes = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="runbook-rag-write", initializer=_yield_to_the_encoder
-            )
-        self._written = self._writes.submit(job)
+            self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runbook-rag-write")
+        failed = self._write_failed
+
+        def run() -> None:
+            if failed.is_set():
+                return
+            try:
+                job()
+            except BaseException:
+                failed.set()
+                raise
+
+        self._written.append(self._writes.submit(run))
 
     def _vectors(self, batch: list[tuple[Chunk, str]]) -> Any:
         assert self._writer is not None
@@ -776,6 +788,7 @@ class GenerationWriter:
         self._store: ChromaStore | StoreProcess | None = None
         self._creating = threading.Lock()
         self._lexical = LexicalBuilder(previous=_published_lexical(layout))
+        self._lexical_saved = False
 
     @property
     def vector_store(self) -> ChromaStore | StoreProcess:
@@ -800,15 +813,28 @@ class GenerationWriter:
             self.counts[label_key(chunk.labels)] += 1
         self.chunks += len(chunks)
 
+    def save_lexical(self) -> None:
+        """Save the lexical index; call once every chunk is indexed (their vectors may still
+        be on their way to the store)."""
+        self._lexical.build().save(self.layout.lexical_dir(self.name))
+        self._lexical_saved = True
+
     def finish(self) -> None:
-        """Save the lexical index; call once every chunk is stored."""
+        """Close the store (Chroma finishes its files before the generation is published),
+        saving the lexical index meanwhile unless it is saved; call once every chunk is stored."""
         if len(self._lexical) != self.chunks:
             raise IndexStateError(
                 f"the lexical index holds {len(self._lexical)} chunks, the store {self.chunks}",
                 path=self.layout.path,
             )
-        self._lexical.build().save(self.layout.lexical_dir(self.name))
-        self.vector_store.close()  # lets Chroma finish its files before the generation is published
+        store = self.vector_store
+        if self._lexical_saved:
+            store.close()
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="runbook-rag-close") as closing:
+            closed = closing.submit(store.close)
+            self.save_lexical()
+            closed.result()
 
     def discard(self) -> None:
         """Remove everything written."""

@@ -89,18 +89,25 @@ def is_identifier(word: str) -> bool:
 def terms(text: str) -> list[str]:
     """The index terms of ``text`` (documents and queries go through the same function)."""
     out: list[str] = []
-    stop = _stopwords()
-    for match in _WORD.finditer(text):
-        word = match.group()
-        if is_identifier(word):
-            out.append("=" + word.lower())
-            if word.isalnum():
-                out.append(_stem(word.lower()))  # as it reads typed in lower case
-        for part in _PART.findall(word):
-            low = part.lower()
-            if low not in stop and (len(low) > 1 or low.isdigit()):
-                out.append(_stem(low))
+    for word in _WORD.findall(text):
+        out.extend(_word_terms(word))
     return out
+
+
+@functools.lru_cache(maxsize=65_536)
+def _word_terms(word: str) -> tuple[str, ...]:
+    """The index terms of one word (a runbook repeats its words: each is analysed once)."""
+    out: list[str] = []
+    stop = _stopwords()
+    if is_identifier(word):
+        out.append("=" + word.lower())
+        if word.isalnum():
+            out.append(_stem(word.lower()))  # as it reads typed in lower case
+    for part in _PART.findall(word):
+        low = part.lower()
+        if low not in stop and (len(low) > 1 or low.isdigit()):
+            out.append(_stem(low))
+    return tuple(out)
 
 
 def identifiers(query_terms: Iterable[str]) -> list[str]:

@@ -338,38 +338,6 @@ def test_the_sample_folder_builds_the_same_in_batches_with_the_model(
     assert manifests[0]["chunks"] == len(piped)
 
 
-def test_the_helper_threads_run_below_the_encoder(
-    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    src = sources(tmp_path / "src", documents=6, sections=4)
-    niceness: dict[str, set[int]] = {"prepare": set(), "write": set(), "embed": set()}
-
-    def mine() -> int:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-
-    real_chunk_document, real_add = building.chunk_document, ChromaStore.add
-
-    def chunk_document(doc: Any, **kwargs: Any) -> Any:
-        niceness["prepare"].add(mine())
-        return real_chunk_document(doc, **kwargs)
-
-    def add(self: ChromaStore, chunks: Any, embeddings: Any, keys: Any) -> None:
-        niceness["write"].add(mine())
-        real_add(self, chunks, embeddings, keys)
-
-    class Recording(HashEmbedder):
-        def embed(self, texts: Sequence[str]) -> list[list[float]]:
-            niceness["embed"].add(mine())
-            return super().embed(texts)
-
-    monkeypatch.setattr(building, "chunk_document", chunk_document)
-    monkeypatch.setattr(ChromaStore, "add", add)
-    build_index([src], index_path=tmp_path / "idx", embedder=Recording())
-    (encoder,) = niceness["embed"]
-    assert encoder == mine()  # the caller's thread, as it was
-    assert niceness["prepare"] == niceness["write"] == {min(encoder + building.HELPER_NICENESS, 19)}
-
-
 def test_each_slice_is_written_while_the_next_is_embedded(
     tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -416,6 +384,36 @@ def test_the_last_slice_is_small_and_holds_the_longest_texts(
     last, before = calls[-1], calls[-2]
     assert len(last) == building.TAIL_SLICE
     assert min(map(len, last)) >= max(map(len, before)), "the last slice holds the window's longest texts"
+
+
+def test_the_lexical_index_is_written_while_the_last_texts_are_embedded(
+    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = sources(tmp_path / "src", documents=12, sections=4)
+    saved = threading.Event()
+    waited: list[bool] = []
+    real_save = LexicalIndex.save
+
+    def save(self: LexicalIndex, folder: Path) -> None:
+        real_save(self, folder)
+        saved.set()
+
+    class Recording(HashEmbedder):
+        embedded = 0
+
+        def embed(self, texts: Sequence[str]) -> list[list[float]]:
+            Recording.embedded += len(texts)
+            if Recording.embedded == 48:
+                # The last slice waits for the lexical index: a build that wrote it only
+                # after the encoder stopped would never get there.
+                waited.append(saved.wait(timeout=60))
+            return super().embed(texts)
+
+    monkeypatch.setattr(LexicalIndex, "save", save)
+    report = build_index([src], index_path=tmp_path / "idx", embedder=Recording())
+    assert waited == [True]
+    index = tmp_path / "idx"
+    assert report.chunks == len(lexical_of(index).chunk_ids) == len(contents(index)) == 48
 
 
 def test_the_encoder_does_not_wait_for_the_new_store_to_be_created(
