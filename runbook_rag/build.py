@@ -181,7 +181,11 @@ def prepared_documents(
             continue
         try:
             doc_chunks = chunk_document(
-                doc, count_tokens=embedder.count_tokens, max_tokens=embedder.max_tokens, max_chunks=max_chunks
+                doc,
+                count_tokens=embedder.count_tokens,
+                max_tokens=embedder.max_tokens,
+                max_chunks=max_chunks,
+                counts_add_up=getattr(embedder, "counts_add_up", False),
             )
         except SourceError as exc:
             skipped.append(Skipped(doc.source, redact(exc.reason).text, exc.line))

@@ -52,8 +52,14 @@ def chunk_document(
     count_tokens: TokenCounter,
     max_tokens: int,
     max_chunks: int | None = DEFAULT_MAX_CHUNKS,
+    counts_add_up: bool = False,
 ) -> list[Chunk]:
     """Split ``doc`` into chunks whose embedded text fits ``max_tokens`` word pieces.
+
+    Chunks are packed by their lines' token counts; unless ``counts_add_up`` (a text's count
+    is the sum of its lines', see
+    :attr:`runbook_rag.embedding.SentenceTransformerEmbedder.counts_add_up`), each
+    chunk's embedded text is counted again and checked against the window.
 
     A document yielding more than ``max_chunks`` chunks (None: no cap) raises
     :class:`~runbook_rag.errors.SourceLimitError` as soon as the cap is passed, so a
@@ -106,7 +112,8 @@ def chunk_document(
                 source=doc.source,
                 line=chunks[max_chunks].start_line,
             )
-    _verify_window(chunks, count_tokens, max_tokens, doc.source)
+    if not counts_add_up:
+        _verify_window(chunks, count_tokens, max_tokens, doc.source)
     return chunks
 
 
@@ -290,7 +297,8 @@ def _chunk_id(doc_id: str, path: tuple[str, ...], text: str, occurrence: int) ->
 
 
 def _verify_window(chunks: list[Chunk], count_tokens: TokenCounter, max_tokens: int, source: str) -> None:
-    """Counting per line is exact for word-piece tokenizers; verify it on the real texts anyway."""
+    """Count each chunk's embedded text whole: for other tokenizers, the sum of its lines'
+    counts may differ from it."""
     if not chunks:
         return
     for chunk, size in zip(chunks, count_tokens([c.embed_text for c in chunks]), strict=True):

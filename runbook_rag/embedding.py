@@ -181,6 +181,20 @@ class SentenceTransformerEmbedder:
         return [len(x) for x in ids]
 
     @functools.cached_property
+    def counts_add_up(self) -> bool:
+        """Whether a text's token count is the sum of its lines' counts: so for a word-piece
+        tokenizer behind BERT's pre-tokenizer, which splits at every space and line break (a
+        chunk packed by its lines' counts then fits the window without counting it again)."""
+        tokenizer = self._tokenizer
+        if tokenizer is None:
+            tokenizer = getattr(self._model.tokenizer, "backend_tokenizer", None)
+        return (
+            tokenizer is not None
+            and type(tokenizer.pre_tokenizer).__name__ == "BertPreTokenizer"
+            and type(tokenizer.model).__name__ == "WordPiece"
+        )
+
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Identifies the model's files (names and sizes) and id, for the encoder caches (read
         once: it walks the model's folder)."""

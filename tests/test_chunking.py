@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runbook_rag.chunking import chunk_document
 from runbook_rag.errors import SourceError
@@ -118,6 +120,52 @@ def test_real_tokenizer_windows_on_sample_runbooks(model) -> None:
         assert max(sizes) <= model.max_tokens
         fences = [c for c in chunks if c.text.count("```") % 2]
         assert not fences, f"unbalanced fence in {d.source}"
+
+
+def test_a_chunk_over_the_window_by_its_whole_count_is_an_error_naming_its_line() -> None:
+    # A counter by characters: a text's count is more than its lines' (the line breaks count).
+    def by_characters(texts: list[str]) -> list[int]:
+        return [len(t) for t in texts]
+
+    lines = ["# T", "", *[f"w{n:02d}" for n in range(20)]]
+    doc = Document("d", "d.md", "T", "\n".join(lines) + "\n", ("sre",))
+    with pytest.raises(SourceError, match="exceeds the model window") as err:
+        chunk_document(doc, count_tokens=by_characters, max_tokens=80)
+    assert err.value.source == "d.md" and err.value.line == 3
+    # Told that counts add up, the chunker trusts its lines' counts.
+    assert chunk_document(doc, count_tokens=by_characters, max_tokens=80, counts_add_up=True)
+
+
+_LINE = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=60)
+
+
+@pytest.mark.slow
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_LINE, max_size=8), joint=st.sampled_from(["\n", "\r\n", " ", "\t", "\n\n"]))
+def test_the_bundled_tokenizer_counts_a_text_as_the_sum_of_its_lines(
+    model, lines: list[str], joint: str
+) -> None:
+    assert model.counts_add_up
+    assert model.count_tokens([joint.join(lines)]) == [sum(model.count_tokens(lines))]
+
+
+@pytest.mark.slow
+def test_chunks_packed_by_their_lines_fit_the_window_whole(model) -> None:
+    from runbook_rag.access import AccessMap
+    from runbook_rag.sources import load_documents
+
+    from .conftest import CORPUS, ROOT, SAMPLE_MAP, SAMPLES
+
+    docs = load_documents([SAMPLES], access_map=AccessMap.load(SAMPLE_MAP)).documents
+    if CORPUS.is_dir():  # the real runbooks too, when they are here
+        corpus_map = AccessMap.load(ROOT / "benchmarks" / "corpus-access-map.yaml")
+        docs += load_documents([CORPUS], access_map=corpus_map).documents
+    for d in docs:
+        kwargs = {"count_tokens": model.count_tokens, "max_tokens": model.max_tokens}
+        trusted = chunk_document(d, counts_add_up=True, **kwargs)
+        assert trusted == chunk_document(d, **kwargs)
+        if trusted:
+            assert max(model.count_tokens([c.embed_text for c in trusted])) <= model.max_tokens, d.source
 
 
 @pytest.mark.slow
