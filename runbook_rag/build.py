@@ -51,7 +51,7 @@ from .records import BuildReport, BuildWarning, Chunk, Quarantined, Skipped
 from .redaction import redact, redact_document
 from .screening import DocumentScreen
 from .settings import SourceLimits
-from .sources import load_documents
+from .sources import stream_documents
 
 if TYPE_CHECKING:
     from .store import ChromaStore
@@ -67,7 +67,8 @@ EMBED_SLICE = 512
 
 @dataclass(frozen=True, slots=True)
 class Progress:
-    """How far a build is: ``done`` of ``total`` documents parsed or chunks embedded.
+    """How far a build is: ``done`` of ``total`` runbook files dealt with (parsed and chunked,
+    or skipped), or of chunks embedded.
 
     Given to a build's ``progress`` callback after each step; ``done`` only grows and
     reaches ``total`` when the stage ends. A stage with nothing to do reports nothing.
@@ -149,24 +150,30 @@ def prepared_documents(
     document's chunks as soon as they are ready, a :class:`Progress` as each document
     starts, and last a :class:`Prepared` summary without the chunks."""
     max_chunks = limits.max_chunks_per_document
-    loaded = load_documents(
+    streamed = stream_documents(
         source_dirs,
         access_map=access_map,
         max_bytes=limits.max_file_bytes,
         max_line_chars=limits.max_line_chars,
         max_words=max_chunks * embedder.max_tokens,
     )
-    skipped = list(loaded.skipped)
     findings: dict[str, dict[str, int]] = {}
     quarantined: list[Quarantined] = []
+    skipped: list[Skipped] = []  # after loading
     kept = 0
-    total = len(loaded.documents)
-    # Taken from the end, so that each document's text is let go of once it is chunked.
-    documents = loaded.documents
-    documents.reverse()
-    for done in range(total):
-        yield Progress("documents", done, total)  # counted as each document starts
-        raw = documents.pop()
+    total = streamed.files
+    found_skipped = len(streamed.skipped)  # found, and not runbooks that can be read
+    taken = reported = 0
+    if total:
+        yield Progress("documents", 0, total)
+    # Each document is parsed as it is taken, and its text let go of once it is chunked.
+    for raw in streamed.documents:
+        # Files done: the documents taken before this one and the files that failed to load.
+        done = taken + len(streamed.skipped) - found_skipped
+        if done > reported:
+            yield Progress("documents", done, total)
+            reported = done
+        taken += 1
         # Redaction sits here, between parsing and everything else.
         doc, counts = redact_document(raw)
         if counts:
@@ -212,8 +219,8 @@ def prepared_documents(
             )
     if total:
         yield Progress("documents", total, total)
-    skipped.sort(key=lambda s: s.source)
-    yield Prepared([], kept, skipped, list(loaded.warnings), findings, quarantined)
+    skipped = sorted([*streamed.skipped, *skipped], key=lambda s: s.source)
+    yield Prepared([], kept, skipped, list(streamed.warnings), findings, quarantined)
 
 
 def check_sources(source_dirs: Sequence[Path | str]) -> None:
@@ -536,11 +543,9 @@ class _Pipeline:
 
     def sources(self, documents: int) -> None:
         """The number of documents the build reads, known before their first chunk: when
-        nothing is published, the new generation is opened at once (every chunk is new),
-        its store written by a process of its own for :data:`STORE_PROCESS_DOCUMENTS` or more."""
+        nothing is published, the new generation's store is written by a process of its own
+        for :data:`STORE_PROCESS_DOCUMENTS` or more."""
         self._documents = documents
-        if not self._published.records:
-            self._open()
 
     def add(self, chunk: Chunk, key: str, *, changed: bool) -> None:
         """Take the next chunk; ``changed`` when the published generation lacks it as it is."""
@@ -552,7 +557,7 @@ class _Pipeline:
         self._held.append((chunk, key))
         if self._writer is not None:
             self._unindexed.append((chunk, key))
-        elif changed or len(self._held) >= HOLD:
+        elif (changed and self._published.records) or len(self._held) >= HOLD:
             self._open()
         if len(self._pending) >= self._window:
             self._embed()
@@ -625,7 +630,13 @@ class _Pipeline:
         """Embed the pending texts, a slice at a time; the chunks of each slice are written
         while the next one is embedded. The ``last`` texts of a build end with a slice of the
         :data:`TAIL_SLICE` longest: it takes long enough to embed for the slice before it to be
-        written meanwhile, and what is left to write once the encoder stops is small."""
+        written meanwhile, and what is left to write once the encoder stops is small.
+
+        When nothing is published, the new generation is opened as the encoder starts (every
+        chunk is new): its store is created while the first texts are embedded, and not
+        before, so that the first documents are prepared with nothing else to compete with."""
+        if self._writer is None and not self._published.records:
+            self._open()
         keys = sorted(self._pending, key=lambda k: -len(self._pending[k]))
         cuts = list(range(0, len(keys), EMBED_SLICE))
         if last and len(keys) > TAIL_SLICE:

@@ -169,6 +169,37 @@ def test_the_encoder_starts_before_the_last_document_is_chunked(
     assert at_first_embed[0] < 30
 
 
+def test_documents_are_parsed_as_they_are_taken_and_every_file_is_counted(
+    tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runbook_rag.sources import markdown
+
+    src = sources(tmp_path / "src", documents=12, sections=2)
+    (src / "doc-0003.md").write_text("---\ntitle: No labels\n---\n# No labels\n\nbody\n")
+    (src / "doc-0007.md").write_bytes(b"\xff\xfe not text")
+    events: list[str] = []
+    real_parse, real_chunk_document = markdown.parse_markdown, building.chunk_document
+
+    def parse_markdown(text: str, **kwargs: Any) -> Any:
+        events.append("parse " + kwargs["source"])
+        return real_parse(text, **kwargs)
+
+    def chunk_document(doc: Any, **kwargs: Any) -> Any:
+        events.append("chunk " + doc.source)
+        return real_chunk_document(doc, **kwargs)
+
+    monkeypatch.setattr(markdown, "parse_markdown", parse_markdown)
+    monkeypatch.setattr(building, "chunk_document", chunk_document)
+    seen: list[Progress] = []
+    report = build_index([src], index_path=tmp_path / "idx", embedder=HashEmbedder(), progress=seen.append)
+    assert report.documents == 10 and {s.source for s in report.skipped} == {"doc-0003.md", "doc-0007.md"}
+    # The first document is chunked before the last is parsed: no build waits for every file.
+    assert events.index("chunk doc-0000.md") < events.index("parse doc-0011.md")
+    documents = [(p.done, p.total) for p in seen if p.stage == "documents"]
+    assert documents[0] == (0, 12) and documents[-1] == (12, 12)
+    assert [d for d, _ in documents] == sorted({d for d, _ in documents}), "done only grows"
+
+
 def test_a_failure_mid_write_leaves_the_published_generation_as_it_was(
     tmp_path: Path, small_batches: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

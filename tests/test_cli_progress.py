@@ -42,7 +42,8 @@ def test_the_callback_counts_documents_and_chunks_up_to_their_totals(tmp_path: P
     seen: list[Progress] = []
     report = RunbookIndex.build([src], path=tmp_path / "idx", embedder=HashEmbedder(), progress=seen.append)
     assert report.chunks > EMBED_SLICE, "enough chunks for several embedding calls"
-    for stage, total in (("documents", 12), ("embedding", report.embedded)):
+    # Documents: the runbook files found, the one that is not indexed included.
+    for stage, total in (("documents", 13), ("embedding", report.embedded)):
         steps = [p for p in seen if p.stage == stage]
         assert steps and all(p.total == total for p in steps)
         done = [p.done for p in steps]

@@ -32,9 +32,11 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_LINE_CHARS",
     "Loaded",
+    "Streamed",
     "discover",
     "load_documents",
     "read_text",
+    "stream_documents",
 ]
 
 SUFFIXES = markdown.SUFFIXES + confluence.SUFFIXES
@@ -56,6 +58,18 @@ class Loaded:
     warnings: list[BuildWarning]
 
 
+@dataclass(frozen=True, slots=True)
+class Streamed:
+    """The documents under the source folders, parsed as they are taken: ``files`` is the
+    number of runbook files found (an upper bound on the documents); ``skipped`` and
+    ``warnings`` are complete once ``documents`` is exhausted."""
+
+    files: int
+    documents: Iterator[Document]
+    skipped: list[Skipped]
+    warnings: list[BuildWarning]
+
+
 def load_documents(
     source_dirs: Sequence[Path | str],
     *,
@@ -64,7 +78,29 @@ def load_documents(
     max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
     max_words: int | None = None,
 ) -> Loaded:
-    """Parse every runbook under ``source_dirs``.
+    """Parse every runbook under ``source_dirs`` (see :func:`stream_documents`)."""
+    streamed = stream_documents(
+        source_dirs,
+        access_map=access_map,
+        max_bytes=max_bytes,
+        max_line_chars=max_line_chars,
+        max_words=max_words,
+    )
+    documents = list(streamed.documents)
+    return Loaded(documents, streamed.skipped, streamed.warnings)
+
+
+def stream_documents(
+    source_dirs: Sequence[Path | str],
+    *,
+    access_map: AccessMap | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
+    max_words: int | None = None,
+) -> Streamed:
+    """Find every runbook under ``source_dirs`` now, and parse each as it is taken: Markdown
+    documents in the order found, then the Confluence pages (a page may include another, so
+    pages are taken once all of them are parsed).
 
     ``max_words`` (when given) refuses, before parsing, a document with more words than the
     per-document chunk cap could hold.
@@ -72,11 +108,10 @@ def load_documents(
     Report entries pass through the redactor: a reason or a path may quote a value.
     """
     access_map = access_map or AccessMap()
-    documents: list[Document] = []
     skipped: list[Skipped] = []
     warnings: list[BuildWarning] = []
+    found: list[tuple[Path, Path, str]] = []
     seen: set[str] = set()
-    listings: dict[Path, list[str]] = {}
     for source_dir in map(Path, source_dirs):
         if not source_dir.is_dir():
             raise ConfigError("source folder does not exist or is not a folder", path=source_dir)
@@ -85,6 +120,12 @@ def load_documents(
                 skipped.append(Skipped(source, f"duplicate source path (also under another folder): {path}"))
                 continue
             seen.add(source)
+            found.append((source_dir, path, source))
+
+    def documents() -> Iterator[Document]:
+        pages: list[Document] = []
+        listings: dict[Path, list[str]] = {}
+        for source_dir, path, source in found:
             try:
                 is_page = path.suffix.lower() in confluence.SUFFIXES
                 _check_link(path, source=source, root=source_dir, access_map=access_map, is_page=is_page)
@@ -93,32 +134,35 @@ def load_documents(
                     sidecar = _sidecar(
                         path, source=source, max_bytes=max_bytes, root=source_dir, listings=listings
                     )
-                    doc = confluence.parse_confluence(
+                    page = confluence.parse_confluence(
                         text, source=source, access_map=access_map, sidecar=sidecar, warnings=warnings
                     )
                     # Storage format often sits on one line: the limit is on the Markdown
                     # rendering, which is what chunking parses and tokenises.
-                    check_lines(doc.text, source=source, max_line_chars=max_line_chars)
-                    check_words(doc.text, source=source, max_words=max_words)
-                else:
-                    check_lines(text, source=source, max_line_chars=max_line_chars)
-                    check_words(text, source=source, max_words=max_words)
-                    doc = markdown.parse_markdown(
-                        text, source=source, access_map=access_map, warnings=warnings
-                    )
-                documents.append(doc)
+                    check_lines(page.text, source=source, max_line_chars=max_line_chars)
+                    check_words(page.text, source=source, max_words=max_words)
+                    pages.append(page)
+                    continue
+                check_lines(text, source=source, max_line_chars=max_line_chars)
+                check_words(text, source=source, max_words=max_words)
+                doc = markdown.parse_markdown(text, source=source, access_map=access_map, warnings=warnings)
             except SourceError as exc:
                 skipped.append(Skipped(exc.source, exc.reason, exc.line))
+                continue
             except RecursionError:
                 # Markup or JSON nested deeper than the parsers can follow: this document only.
                 skipped.append(Skipped(source, "nested too deeply to parse safely"))
-    excerpts = {d.source: d.metadata["excerpt"] for d in documents if "excerpt" in d.metadata}
-    documents, include_warnings, include_skipped = confluence.resolve_includes(documents, excerpts)
-    warnings.extend(include_warnings)
-    skipped.extend(include_skipped)
-    skipped = [Skipped(redact(s.source).text, redact(s.reason).text, s.line) for s in skipped]
-    warnings = [BuildWarning(redact(w.source).text, redact(w.message).text, w.line) for w in warnings]
-    return Loaded(documents, skipped, warnings)
+                continue
+            yield doc
+        excerpts = {d.source: d.metadata["excerpt"] for d in pages if "excerpt" in d.metadata}
+        pages, include_warnings, include_skipped = confluence.resolve_includes(pages, excerpts)
+        warnings.extend(include_warnings)
+        skipped.extend(include_skipped)
+        skipped[:] = [Skipped(redact(s.source).text, redact(s.reason).text, s.line) for s in skipped]
+        warnings[:] = [BuildWarning(redact(w.source).text, redact(w.message).text, w.line) for w in warnings]
+        yield from pages
+
+    return Streamed(len(found), documents(), skipped, warnings)
 
 
 def _check_link(path: Path, *, source: str, root: Path, access_map: AccessMap, is_page: bool) -> None:
