@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from ..access import AccessMap
 from ..errors import ConfigError, SidecarError, SourceError, UnsafeSourceError
@@ -70,22 +71,18 @@ class Streamed:
     warnings: list[BuildWarning]
 
 
-def load_documents(
-    source_dirs: Sequence[Path | str],
-    *,
-    access_map: AccessMap | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_line_chars: int = DEFAULT_MAX_LINE_CHARS,
-    max_words: int | None = None,
-) -> Loaded:
+class LoadOptions(TypedDict, total=False):
+    """What :func:`stream_documents` takes besides the folders."""
+
+    access_map: AccessMap | None
+    max_bytes: int
+    max_line_chars: int
+    max_words: int | None
+
+
+def load_documents(source_dirs: Sequence[Path | str], **options: Unpack[LoadOptions]) -> Loaded:
     """Parse every runbook under ``source_dirs`` (see :func:`stream_documents`)."""
-    streamed = stream_documents(
-        source_dirs,
-        access_map=access_map,
-        max_bytes=max_bytes,
-        max_line_chars=max_line_chars,
-        max_words=max_words,
-    )
+    streamed = stream_documents(source_dirs, **options)
     documents = list(streamed.documents)
     return Loaded(documents, streamed.skipped, streamed.warnings)
 
