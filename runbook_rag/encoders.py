@@ -4,7 +4,8 @@ An export is the model's transformer with mean pooling and normalisation as one 
 over one unpadded text per call, with no attention mask (``onnx``: fp32; ``int8``: weights
 dynamically quantised per output channel), its fast tokenizer, and the model's own vectors of
 a few probe texts. Opening an export checks it against those vectors (:data:`MIN_COSINE`), so
-a later build verifies a cached export without loading torch.
+a later build verifies a cached export without loading torch, and a query encoder copied to
+another machine is checked on the CPU that runs it.
 
 Exporting needs the model in torch. A process that has not loaded it exports in a child
 process (:func:`export_in_child`), so that torch never enters a build that embeds with
@@ -23,7 +24,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,16 +36,33 @@ from .settings import EncoderKind
 # Before onnxruntime is imported: it writes its telemetry files on import.
 runtime.quiet()
 
+log = logging.getLogger("runbook_rag")
+
 ENCODER_KINDS: tuple[EncoderKind, ...] = ("torch", "onnx", "int8")
 # How each kind's export is made, versioned: a new recipe names new export folders and new
 # content keys, so vectors of two recipes never mix.
 RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx.3", "int8": "int8.4"}
+# How an int8 export's weights are stored, in the order tried. Signed weights are the fastest
+# where the CPU multiplies u8 x s8 in 32 bits (VNNI). x86 CPUs without VNNI add pairs of those
+# products in 16 bits, which saturate: the probes' least cosine to the model fell to 0.994, and
+# 0.990 over the shared corpus's chunks. Unsigned weights are widened before they are multiplied
+# and never saturate (0.9992 at worst over the same chunks), so they are the second choice. The
+# vectors differ with the weights, so the weights name the export's recipe (:func:`recipe`).
+INT8_WEIGHTS: tuple[str, ...] = ("s8", "u8")
 
 
 def export_kind(kind: object) -> EncoderKind:
     """The export that goes with an encoder kind: the int8 one for ``int8``, else the fp32
     one (queries of a torch-built generation included)."""
     return "int8" if kind == "int8" else "onnx"
+
+
+def recipe(meta: dict[str, Any]) -> str:
+    """The recipe of the export described by ``meta`` (its ``encoder.json``): the kind's, and
+    for int8 weights stored unsigned, ``-u8`` after it."""
+    kind = export_kind(meta.get("kind"))
+    unsigned = kind == "int8" and meta.get("weights", INT8_WEIGHTS[0]) != INT8_WEIGHTS[0]
+    return f"{RECIPES[kind]}-{meta['weights']}" if unsigned else RECIPES[kind]
 
 
 _ENCODER_META = "encoder.json"
@@ -65,10 +83,11 @@ _PROBES = (
 )
 # The least cosine similarity to the model's vector that each export must reach on every probe.
 # fp32 agrees to rounding. The smoothed int8 export (int8.4) measured 0.999 at worst over 893 of
-# the shared corpus's chunks and 0.9994 on the probes; unsmoothed, 0.995 and below, which ranked
-# a query's answer lower. 0.995 passes a sound quantisation and rejects a worse one (on a CPU
-# whose int8 products saturate, say), which then falls back to the fp32 export.
-MIN_COSINE: dict[str, float] = {"onnx": 0.9999, "int8": 0.995}
+# the shared corpus's chunks and 0.9994 on the probes (0.9996 with unsigned weights); unsmoothed,
+# 0.995 and below, which ranked a query's answer lower, and 0.994 where its products saturate.
+# 0.998 passes a sound quantisation and rejects those, which then try the next weights
+# (:data:`INT8_WEIGHTS`), then fall back to the fp32 export.
+MIN_COSINE: dict[str, float] = {"onnx": 0.9999, "int8": 0.998}
 
 
 def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
@@ -126,15 +145,16 @@ def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
             )
             _set_attention(auto_model, attention)  # before the probes are encoded
         (tmp / "tokenizer.json").write_text(backend.to_str(), encoding="utf-8")
-        if kind == "int8":
-            _quantize(tmp / "model.onnx", tmp / "tokenizer.json", inputs)
-        (tmp / _ENCODER_META).write_text(json.dumps(meta), encoding="utf-8")
         vectors = model.encode(
             list(_PROBES), normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         probes = {"texts": list(_PROBES), "vectors": vectors.tolist()}
         (tmp / _PROBES_FILE).write_text(json.dumps(probes), encoding="utf-8")
-        OnnxDocumentEncoder(tmp)  # checks itself against the probes
+        if kind == "int8":
+            _quantize_verified(tmp, meta)
+        else:
+            (tmp / _ENCODER_META).write_text(json.dumps(meta), encoding="utf-8")
+            OnnxDocumentEncoder(tmp)  # checks itself against the probes
         tmp.chmod(0o755)  # mkdtemp makes it private; a service user must read it
         os.replace(tmp, folder)
     except OSError as exc:
@@ -217,31 +237,46 @@ _FP32_SUFFIX = "/output/dense/MatMul"
 _SMOOTHING = 0.7
 
 
-def _quantize(model: Path, tokenizer: Path, inputs: list[str]) -> None:
-    """Replace the fp32 model with its dynamic int8 quantisation: weights int8 per output
-    channel (per-tensor weights lost too much: cosine 0.90 at worst), activations uint8 with
-    one scale per call, the attention and feed-forward output projections kept in fp32.
+def _quantize_verified(folder: Path, meta: dict[str, Any]) -> None:
+    """Replace the fp32 model in ``folder`` with its int8 quantisation (:func:`_smooth`, then
+    :func:`_quantize`) that agrees with the model on this CPU: the first of
+    :data:`INT8_WEIGHTS` whose export passes the probes. Raise :class:`EmbeddingError` with
+    the last one's disagreement when none does."""
+    model = folder / "model.onnx"
+    smoothed = folder / "model.smoothed.onnx"
+    try:
+        keep = _smooth(model, smoothed, folder / "tokenizer.json", list(meta["inputs"]))
+        for weights in INT8_WEIGHTS:
+            _quantize(smoothed, model, weights, keep)
+            (folder / _ENCODER_META).write_text(json.dumps({**meta, "weights": weights}), encoding="utf-8")
+            try:
+                OnnxDocumentEncoder(folder)  # checks itself against the probes
+                return
+            except EmbeddingError as exc:
+                if weights == INT8_WEIGHTS[-1]:
+                    raise
+                log.info("%s; quantising its weights as %s instead", exc, INT8_WEIGHTS[-1])
+    finally:
+        smoothed.unlink(missing_ok=True)
 
-    Each quantised product's input is smoothed first (SmoothQuant): a transformer's
-    activations carry a few channels far wider than the rest, which one activation scale
-    serves badly. Channel ``j`` is divided by ``s_j = max|x_j|^a / max|w_j|^(1-a)`` (``x_j``
-    over the probe texts, ``a`` = :data:`_SMOOTHING`) and the weights' row ``j`` multiplied
-    by it: the same product in fp32, with the activation's range spread onto the weights,
-    which are quantised per channel. Over the shared corpus's chunks this raised the least
-    cosine to the model's vectors from 0.995 to 0.999 (benchmarks/encoders.py)."""
+
+def _smooth(model: Path, target: Path, tokenizer: Path, inputs: list[str]) -> list[str]:
+    """Write to ``target`` the fp32 ``model`` with each product that will be quantised
+    smoothed (SmoothQuant), and return the names of the products kept in fp32: those of two
+    activations, and each layer's attention and feed-forward output projections.
+
+    A transformer's activations carry a few channels far wider than the rest, which one
+    activation scale serves badly. Channel ``j`` is divided by
+    ``s_j = max|x_j|^a / max|w_j|^(1-a)`` (``x_j`` over the probe texts, ``a`` =
+    :data:`_SMOOTHING`) and the weights' row ``j`` multiplied by it: the same product in fp32,
+    with the activation's range spread onto the weights, which are quantised per channel. Over
+    the shared corpus's chunks this raised the least cosine to the model's vectors from 0.995
+    to 0.999 (benchmarks/encoders.py)."""
     try:
         import numpy as np
         import onnx
         from onnx import helper, numpy_helper
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError as exc:
-        raise EmbeddingError(f"int8 quantisation needs {exc.name}") from exc
-    smoothed = model.with_name("model.smoothed.onnx")
-    target = model.with_name("model.int8.onnx")
-    quantize_logger = logging.getLogger()
-    level = quantize_logger.level
-    quantize_logger.setLevel(logging.ERROR)  # it advises pre-processing on the root logger
-    try:
+
         proto = onnx.load(str(model))
         graph = proto.graph
         weights = {w.name: w for w in graph.initializer}
@@ -280,21 +315,39 @@ def _quantize(model: Path, tokenizer: Path, inputs: list[str]) -> None:
             ordered.extend(divide(name) for name in node.output if name in by_input)
         del graph.node[:]
         graph.node.extend(ordered)
-        onnx.save(proto, str(smoothed))
+        onnx.save(proto, str(target))
+    except ImportError as exc:
+        raise EmbeddingError(f"int8 quantisation needs {exc.name}") from exc
+    except Exception as exc:  # onnx and onnxruntime errors share no base class but Exception
+        raise EmbeddingError(f"int8 quantisation failed: {exc}") from exc
+    return sorted({n.name for n in matmuls} - {n.name for n in quantised})
+
+
+def _quantize(smoothed: Path, target: Path, weights: str, keep: list[str]) -> None:
+    """Write to ``target`` the dynamic int8 quantisation of the smoothed fp32 model: weights
+    per output channel (per-tensor weights lost too much: cosine 0.90 at worst), signed or
+    unsigned (``weights``: ``s8`` or ``u8``), activations uint8 with one scale per call, the
+    products named in ``keep`` left in fp32."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise EmbeddingError(f"int8 quantisation needs {exc.name}") from exc
+    quantize_logger = logging.getLogger()
+    level = quantize_logger.level
+    quantize_logger.setLevel(logging.ERROR)  # it advises pre-processing on the root logger
+    try:
         quantize_dynamic(
             str(smoothed),
             str(target),
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
             per_channel=True,
             op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=sorted({n.name for n in matmuls} - {n.name for n in quantised}),
+            nodes_to_exclude=keep,
         )
     except Exception as exc:  # onnx and onnxruntime errors share no base class but Exception
         raise EmbeddingError(f"int8 quantisation failed: {exc}") from exc
     finally:
         quantize_logger.setLevel(level)
-        smoothed.unlink(missing_ok=True)
-    os.replace(target, model)
 
 
 def _activation_ranges(proto: Any, names: list[str], tokenizer: Path, inputs: list[str]) -> dict[str, Any]:
@@ -387,6 +440,8 @@ class OnnxQueryEncoder:
         self.model_id: str = meta["model_id"]
         self.dimension: int = int(meta["dimension"])
         self.kind = export_kind(meta.get("kind"))
+        self.recipe = recipe(meta)
+        _verify(folder, self.kind, self.embed)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [_run_one(self._session, self._inputs, self._tokenizer.encode(text)) for text in texts]
@@ -415,7 +470,6 @@ class OnnxDocumentEncoder:
         ort.disable_telemetry_events()
         try:
             meta = json.loads((folder / _ENCODER_META).read_text(encoding="utf-8"))
-            probes = json.loads((folder / _PROBES_FILE).read_text(encoding="utf-8"))
             self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
             self._counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
             options = ort.SessionOptions()
@@ -433,6 +487,7 @@ class OnnxDocumentEncoder:
             max_length = int(meta["max_length"])
             self.max_tokens = int(meta.get("max_tokens", max_length - 2))
             self.kind = export_kind(meta.get("kind"))
+            self.recipe = recipe(meta)
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise EmbeddingError(f"cannot load the document encoder in {folder}: {exc}") from exc
         self.folder = folder
@@ -442,23 +497,7 @@ class OnnxDocumentEncoder:
         self._tokenizer.enable_truncation(max_length)
         self._counter.no_padding()
         self._counter.no_truncation()
-        self._verify(probes["texts"], probes["vectors"])
-
-    def _verify(self, texts: list[str], want: list[list[float]]) -> None:
-        import numpy as np
-
-        got = np.asarray(self.embed(texts), dtype=np.float64)
-        ref = np.asarray(want, dtype=np.float64)
-        if got.shape != ref.shape:
-            raise EmbeddingError(f"the export in {self.folder} gives {got.shape} vectors, not {ref.shape}")
-        cosine = float((got * ref).sum(axis=1).min())
-        worst = float(np.abs(got - ref).max())
-        # fp32 must agree to rounding, element by element too.
-        if cosine < MIN_COSINE[self.kind] or (self.kind == "onnx" and worst > 1e-4):
-            raise EmbeddingError(
-                f"the {self.kind} export in {self.folder} disagrees with the model on the probe texts "
-                f"(least cosine {cosine:.4f}, largest difference {worst:.1e})"
-            )
+        _verify(folder, self.kind, self.embed)
 
     @property
     def encoder(self) -> EncoderKind:
@@ -484,6 +523,31 @@ class OnnxDocumentEncoder:
 
     def _one(self, encoding: Any) -> list[float]:
         return _run_one(self._session, self._inputs, encoding)
+
+
+def _verify(folder: Path, kind: EncoderKind, embed: Callable[[list[str]], list[list[float]]]) -> None:
+    """Check the export in ``folder``, run by ``embed`` on this CPU, against the model's vectors
+    of the probe texts kept beside it (:data:`MIN_COSINE` for its ``kind``); raise
+    :class:`EmbeddingError` when they disagree."""
+    import numpy as np
+
+    try:
+        probes = json.loads((folder / _PROBES_FILE).read_text(encoding="utf-8"))
+        texts, want = list(probes["texts"]), probes["vectors"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise EmbeddingError(f"the export in {folder} has no readable probe vectors: {exc}") from exc
+    got = np.asarray(embed(texts), dtype=np.float64)
+    ref = np.asarray(want, dtype=np.float64)
+    if got.shape != ref.shape:
+        raise EmbeddingError(f"the export in {folder} gives {got.shape} vectors, not {ref.shape}")
+    cosine = float((got * ref).sum(axis=1).min())
+    worst = float(np.abs(got - ref).max())
+    # fp32 must agree to rounding, element by element too.
+    if cosine < MIN_COSINE[kind] or (kind == "onnx" and worst > 1e-4):
+        raise EmbeddingError(
+            f"the {kind} export in {folder} disagrees with the model on the probe texts "
+            f"(least cosine {cosine:.4f}, largest difference {worst:.1e})"
+        )
 
 
 def encode_batch(tokenizer: Any, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[Any]:
