@@ -243,11 +243,11 @@ def check_sources(source_dirs: Sequence[Path | str]) -> None:
 
 def content_key(chunk: Chunk, embedder: Embedder) -> str:
     """Identifies a chunk's vector: its embedded text and everything that shapes it, the
-    encoder's recipe included (torch keys are those of indexes built before there was a choice)."""
+    encoder's kind included (torch keys are those of indexes built before there was a choice)."""
     shape = f"{CHUNKER_VERSION}\x1f{embedder.model_id}\x1f{embedder.dimension}\x1f{embedder.max_tokens}"
     kind = encoder_kind(embedder)
     if kind != "torch":
-        shape += f"\x1f{getattr(embedder, 'recipe', RECIPES[kind])}"
+        shape += f"\x1f{RECIPES[kind]}"
     return hashlib.sha256(f"{shape}\x1f{chunk.embed_text}".encode()).hexdigest()[:32]
 
 

@@ -271,17 +271,10 @@ class SentenceTransformerEmbedder:
         return self._document if self.encoder != "torch" else None
 
     @property
-    def recipe(self) -> str:
-        """How the encoder that embeds documents was made (:data:`RECIPES`; an int8 export's
-        weights too): part of every content key, so vectors of two recipes never mix."""
-        document = self.document_encoder
-        return document.recipe if document is not None else RECIPES["torch"]
-
-    @property
     def query_encoder_name(self) -> str:
         """The folder name of the query encoder that matches :attr:`encoder`."""
         kind = export_kind(self.encoder)
-        return f"{self.fingerprint}-{self.recipe}" if kind == "int8" else self.fingerprint
+        return f"{self.fingerprint}-{RECIPES[kind]}" if kind == "int8" else self.fingerprint
 
     def export_query_encoder(self, folder: Path) -> bool:
         """Write the ONNX export that encodes queries like :attr:`encoder` encodes documents

@@ -36,33 +36,16 @@ from .settings import EncoderKind
 # Before onnxruntime is imported: it writes its telemetry files on import.
 runtime.quiet()
 
-log = logging.getLogger("runbook_rag")
-
 ENCODER_KINDS: tuple[EncoderKind, ...] = ("torch", "onnx", "int8")
 # How each kind's export is made, versioned: a new recipe names new export folders and new
 # content keys, so vectors of two recipes never mix.
-RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx.3", "int8": "int8.4"}
-# How an int8 export's weights are stored, in the order tried. Signed weights are the fastest
-# where the CPU multiplies u8 x s8 in 32 bits (VNNI). x86 CPUs without VNNI add pairs of those
-# products in 16 bits, which saturate: the probes' least cosine to the model fell to 0.994, and
-# 0.990 over the shared corpus's chunks. Unsigned weights are widened before they are multiplied
-# and never saturate (0.9992 at worst over the same chunks), so they are the second choice. The
-# vectors differ with the weights, so the weights name the export's recipe (:func:`recipe`).
-INT8_WEIGHTS: tuple[str, ...] = ("s8", "u8")
+RECIPES: dict[str, str] = {"torch": "torch", "onnx": "onnx.3", "int8": "int8.5"}
 
 
 def export_kind(kind: object) -> EncoderKind:
     """The export that goes with an encoder kind: the int8 one for ``int8``, else the fp32
     one (queries of a torch-built generation included)."""
     return "int8" if kind == "int8" else "onnx"
-
-
-def recipe(meta: dict[str, Any]) -> str:
-    """The recipe of the export described by ``meta`` (its ``encoder.json``): the kind's, and
-    for int8 weights stored unsigned, ``-u8`` after it."""
-    kind = export_kind(meta.get("kind"))
-    unsigned = kind == "int8" and meta.get("weights", INT8_WEIGHTS[0]) != INT8_WEIGHTS[0]
-    return f"{RECIPES[kind]}-{meta['weights']}" if unsigned else RECIPES[kind]
 
 
 _ENCODER_META = "encoder.json"
@@ -82,11 +65,10 @@ _PROBES = (
     "has failed for more than 15 minutes.",
 )
 # The least cosine similarity to the model's vector that each export must reach on every probe.
-# fp32 agrees to rounding. The smoothed int8 export (int8.4) measured 0.999 at worst over 893 of
-# the shared corpus's chunks and 0.9994 on the probes (0.9996 with unsigned weights); unsmoothed,
-# 0.995 and below, which ranked a query's answer lower, and 0.994 where its products saturate.
-# 0.998 passes a sound quantisation and rejects those, which then try the next weights
-# (:data:`INT8_WEIGHTS`), then fall back to the fp32 export.
+# fp32 agrees to rounding. The smoothed int8 export measured 0.999 at worst over 893 of the shared
+# corpus's chunks and 0.9994 on the probes; unsmoothed, 0.995 and below, which ranked a query's
+# answer lower; with signed weights on a CPU without VNNI, whose products saturate, 0.994. 0.998
+# passes a sound quantisation and rejects those, which then fall back to the fp32 export.
 MIN_COSINE: dict[str, float] = {"onnx": 0.9999, "int8": 0.998}
 
 
@@ -151,10 +133,12 @@ def export(model: Any, model_id: str, folder: Path, kind: EncoderKind) -> None:
         probes = {"texts": list(_PROBES), "vectors": vectors.tolist()}
         (tmp / _PROBES_FILE).write_text(json.dumps(probes), encoding="utf-8")
         if kind == "int8":
-            _quantize_verified(tmp, meta)
-        else:
-            (tmp / _ENCODER_META).write_text(json.dumps(meta), encoding="utf-8")
-            OnnxDocumentEncoder(tmp)  # checks itself against the probes
+            smoothed = tmp / "model.smoothed.onnx"
+            keep = _smooth(tmp / "model.onnx", smoothed, tmp / "tokenizer.json", inputs)
+            _quantize(smoothed, tmp / "model.onnx", keep)
+            smoothed.unlink()
+        (tmp / _ENCODER_META).write_text(json.dumps(meta), encoding="utf-8")
+        OnnxDocumentEncoder(tmp)  # checks itself against the probes
         tmp.chmod(0o755)  # mkdtemp makes it private; a service user must read it
         os.replace(tmp, folder)
     except OSError as exc:
@@ -237,29 +221,6 @@ _FP32_SUFFIX = "/output/dense/MatMul"
 _SMOOTHING = 0.7
 
 
-def _quantize_verified(folder: Path, meta: dict[str, Any]) -> None:
-    """Replace the fp32 model in ``folder`` with its int8 quantisation (:func:`_smooth`, then
-    :func:`_quantize`) that agrees with the model on this CPU: the first of
-    :data:`INT8_WEIGHTS` whose export passes the probes. Raise :class:`EmbeddingError` with
-    the last one's disagreement when none does."""
-    model = folder / "model.onnx"
-    smoothed = folder / "model.smoothed.onnx"
-    try:
-        keep = _smooth(model, smoothed, folder / "tokenizer.json", list(meta["inputs"]))
-        for weights in INT8_WEIGHTS:
-            _quantize(smoothed, model, weights, keep)
-            (folder / _ENCODER_META).write_text(json.dumps({**meta, "weights": weights}), encoding="utf-8")
-            try:
-                OnnxDocumentEncoder(folder)  # checks itself against the probes
-                return
-            except EmbeddingError as exc:
-                if weights == INT8_WEIGHTS[-1]:
-                    raise
-                log.info("%s; quantising its weights as %s instead", exc, INT8_WEIGHTS[-1])
-    finally:
-        smoothed.unlink(missing_ok=True)
-
-
 def _smooth(model: Path, target: Path, tokenizer: Path, inputs: list[str]) -> list[str]:
     """Write to ``target`` the fp32 ``model`` with each product that will be quantised
     smoothed (SmoothQuant), and return the names of the products kept in fp32: those of two
@@ -323,11 +284,17 @@ def _smooth(model: Path, target: Path, tokenizer: Path, inputs: list[str]) -> li
     return sorted({n.name for n in matmuls} - {n.name for n in quantised})
 
 
-def _quantize(smoothed: Path, target: Path, weights: str, keep: list[str]) -> None:
+def _quantize(smoothed: Path, target: Path, keep: list[str]) -> None:
     """Write to ``target`` the dynamic int8 quantisation of the smoothed fp32 model: weights
-    per output channel (per-tensor weights lost too much: cosine 0.90 at worst), signed or
-    unsigned (``weights``: ``s8`` or ``u8``), activations uint8 with one scale per call, the
-    products named in ``keep`` left in fp32."""
+    uint8 per output channel (per-tensor weights lost too much: cosine 0.90 at worst),
+    activations uint8 with one scale per call, the products named in ``keep`` left in fp32.
+
+    The weights are unsigned so that every CPU computes the same products. Signed weights
+    (``int8.4``) are multiplied exactly only where the CPU has VNNI (or AMX); other x86 CPUs
+    add pairs of u8 x s8 products in 16 bits, which saturate: there the probes' least cosine to
+    the model fell to 0.994, and 0.990 over 447 of the shared corpus's chunks. Unsigned weights
+    are widened before they are multiplied, on every CPU: 0.9992 at worst over the same chunks.
+    So an index's vectors are the same whichever machine built it."""
     try:
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
@@ -339,7 +306,7 @@ def _quantize(smoothed: Path, target: Path, weights: str, keep: list[str]) -> No
         quantize_dynamic(
             str(smoothed),
             str(target),
-            weight_type=QuantType.QInt8 if weights == "s8" else QuantType.QUInt8,
+            weight_type=QuantType.QUInt8,
             per_channel=True,
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=keep,
@@ -440,8 +407,13 @@ class OnnxQueryEncoder:
         self.model_id: str = meta["model_id"]
         self.dimension: int = int(meta["dimension"])
         self.kind = export_kind(meta.get("kind"))
-        self.recipe = recipe(meta)
-        _verify(folder, self.kind, self.embed)
+        # Checked on the CPU that runs it (an index may be served from another machine than the
+        # one that built it), on the probes of a query's length: the longest one alone took as
+        # long as the others, and each search process pays for the check before its first query.
+        _verify(folder, self.kind, self.embed, shorter_than=_QUERY_PROBE_TOKENS, count=self._tokens)
+
+    def _tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text).ids)
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         return [_run_one(self._session, self._inputs, self._tokenizer.encode(text)) for text in texts]
@@ -487,7 +459,6 @@ class OnnxDocumentEncoder:
             max_length = int(meta["max_length"])
             self.max_tokens = int(meta.get("max_tokens", max_length - 2))
             self.kind = export_kind(meta.get("kind"))
-            self.recipe = recipe(meta)
         except Exception as exc:  # onnxruntime's errors share no base class but Exception
             raise EmbeddingError(f"cannot load the document encoder in {folder}: {exc}") from exc
         self.folder = folder
@@ -525,17 +496,32 @@ class OnnxDocumentEncoder:
         return _run_one(self._session, self._inputs, encoding)
 
 
-def _verify(folder: Path, kind: EncoderKind, embed: Callable[[list[str]], list[list[float]]]) -> None:
+# The probes a query encoder is checked on: those of fewer tokens (all but the longest).
+_QUERY_PROBE_TOKENS = 128
+
+
+def _verify(
+    folder: Path,
+    kind: EncoderKind,
+    embed: Callable[[list[str]], list[list[float]]],
+    *,
+    shorter_than: int | None = None,
+    count: Callable[[str], int] = len,
+) -> None:
     """Check the export in ``folder``, run by ``embed`` on this CPU, against the model's vectors
-    of the probe texts kept beside it (:data:`MIN_COSINE` for its ``kind``); raise
-    :class:`EmbeddingError` when they disagree."""
+    of the probe texts kept beside it (:data:`MIN_COSINE` for its ``kind``), those of fewer than
+    ``shorter_than`` tokens (by ``count``) where it is given; raise :class:`EmbeddingError`
+    when they disagree."""
     import numpy as np
 
     try:
         probes = json.loads((folder / _PROBES_FILE).read_text(encoding="utf-8"))
-        texts, want = list(probes["texts"]), probes["vectors"]
+        pairs = list(zip(probes["texts"], probes["vectors"], strict=True))
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise EmbeddingError(f"the export in {folder} has no readable probe vectors: {exc}") from exc
+    if shorter_than is not None:
+        pairs = [(text, vector) for text, vector in pairs if count(text) < shorter_than]
+    texts, want = [text for text, _ in pairs], [vector for _, vector in pairs]
     got = np.asarray(embed(texts), dtype=np.float64)
     ref = np.asarray(want, dtype=np.float64)
     if got.shape != ref.shape:
